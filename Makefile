@@ -1,0 +1,51 @@
+# Two commands on a fresh machine: `make run` and `make test`. Both set up (or reuse) .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+MANIFEST := dbt_project/target/manifest.json
+DBT_SOURCES := $(shell find dbt_project/models dbt_project/seeds dbt_project/macros -type f 2>/dev/null) \
+	dbt_project/dbt_project.yml dbt_project/profiles.yml
+
+export DAGSTER_HOME := $(CURDIR)/dagster_home
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+
+.PHONY: setup run test dev bench lint clean
+
+# uv installs the locked set in seconds; it is bootstrapped with pip into its own small venv.
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --python "$$($(PYTHON) -c 'import sys; print(sys.executable)')"
+	@touch $@
+
+# dagster-dbt reads dbt's manifest when the code location loads; rebuild it when dbt files change.
+# Parsed with the warehouse path runs use, so dbt's partial parsing applies to every run.
+$(MANIFEST): $(VENV)/.synced $(DBT_SOURCES)
+	cd dbt_project && MLOPS_DUCKDB_PATH="$${MLOPS_HOME:-$(CURDIR)/var}/warehouse.duckdb" \
+		../$(VENV)/bin/dbt parse --quiet
+	@touch $@
+
+setup: $(VENV)/.synced $(MANIFEST)
+
+run: setup
+	$(VENV)/bin/mlops run
+
+test: setup
+	$(VENV)/bin/pytest
+
+dev: setup
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup
+	$(VENV)/bin/python benchmarks/pipeline_vs_bare_script.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) $(TOOLS) var dbt_project/target dbt_project/logs

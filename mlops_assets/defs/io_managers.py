@@ -1,0 +1,168 @@
+"""How assets are stored in the DuckDB warehouse.
+
+Tables: dagster-duckdb-pandas' IO manager, made atomic. The stock one deletes the old rows, then
+inserts the new ones in separate autocommitted statements; a failed insert (say, a column added to
+the asset) would leave an empty table behind. Here every write runs in one transaction and a whole
+(unpartitioned) table is swapped with CREATE OR REPLACE, so a failed write leaves the last good table.
+
+Models: a ModelArtifact is stored as one row (LightGBM text + sha256 + metadata) in the asset's
+table, and appended to `<use case>.model_artifacts`, which keeps every model ever trained.
+"""
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import dagster as dg
+import pandas as pd
+from dagster._core.storage.db_io_manager import DbIOManager, DbTypeHandler, TableSlice
+from dagster_duckdb import DuckDBResource
+from dagster_duckdb.io_manager import DuckDbClient
+from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
+
+from mlops_assets.ml.artifacts import ModelArtifact
+from mlops_assets.warehouse import warehouse_connection
+
+
+def table_metadata(
+    connection, qualified_table: str, row_count: int | None = None, descriptions: dict | None = None
+) -> dict:
+    """Row count and the column schema with DuckDB's own types, for the asset's Columns tab."""
+    if row_count is None:
+        row_count = connection.execute(f"select count(*) from {qualified_table}").fetchone()[0]
+    descriptions = descriptions or {}
+    described = connection.execute(f"describe {qualified_table}").fetchall()
+    columns = [
+        dg.TableColumn(name=row[0], type=row[1], description=descriptions.get(row[0])) for row in described
+    ]
+    return {
+        "dagster/row_count": row_count,
+        "dagster/column_schema": dg.TableSchema(columns=columns),
+        "dagster/table_name": qualified_table,
+    }
+
+
+class _TransactionalDuckDbClient(DuckDbClient):
+    """One transaction per write; the connection is closed even when a write fails (the stock
+    client leaves it open, and the process then keeps the file locked)."""
+
+    @staticmethod
+    def delete_table_slice(context, table_slice: TableSlice, connection) -> None:
+        # Whole tables are swapped by CREATE OR REPLACE; a failing DELETE on a missing table would
+        # abort the surrounding transaction, so only delete partitions of a table that exists.
+        if not table_slice.partition_dimensions:
+            return
+        exists = connection.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [table_slice.schema, table_slice.table],
+        ).fetchone()[0]
+        if exists:
+            DuckDbClient.delete_table_slice(context, table_slice, connection)
+
+    @staticmethod
+    @contextmanager
+    def connect(context, table_slice) -> Iterator:
+        with warehouse_connection(context.resource_config["database"]) as connection:
+            if not isinstance(context, dg.OutputContext):
+                yield connection
+                return
+            connection.execute("begin transaction")
+            try:
+                yield connection
+            except BaseException:
+                connection.execute("rollback")
+                raise
+            connection.execute("commit")
+
+
+class _ReplacingPandasTypeHandler(DuckDBPandasTypeHandler):
+    def handle_output(self, context, table_slice: TableSlice, obj: pd.DataFrame, connection):
+        if context.has_partition_key:
+            return super().handle_output(context, table_slice, obj, connection)
+        qualified = f"{table_slice.schema}.{table_slice.table}"
+        connection.execute(f"create or replace table {qualified} as select * from obj")
+        context.add_output_metadata(table_metadata(connection, qualified, len(obj)))
+        return None
+
+
+class WarehouseIOManager(DuckDBPandasIOManager):
+    """DataFrames as DuckDB tables `<key prefix>.<asset name>`, written atomically."""
+
+    @classmethod
+    def _is_dagster_maintained(cls) -> bool:
+        return False
+
+    @staticmethod
+    def type_handlers() -> Sequence[DbTypeHandler]:
+        return [_ReplacingPandasTypeHandler()]
+
+    def create_io_manager(self, context) -> DbIOManager:
+        return DbIOManager(
+            db_client=_TransactionalDuckDbClient(),
+            database=self.database,
+            schema=self.schema_,
+            type_handlers=self.type_handlers(),
+            default_load_type=self.default_load_type(),
+            io_manager_name="WarehouseIOManager",
+        )
+
+
+class Warehouse(DuckDBResource):
+    """The DuckDB warehouse. Unlike the stock resource, closes its connection when the body raises."""
+
+    @contextmanager
+    def get_connection(self) -> Iterator:
+        with warehouse_connection(self.database) as connection:
+            yield connection
+
+
+class ModelArtifactIOManager(dg.ConfigurableIOManager):
+    """ModelArtifacts in DuckDB: LightGBM text format with its sha256, verified on every load."""
+
+    warehouse: dg.ResourceDependency[Warehouse]
+
+    @staticmethod
+    def _table(key: dg.AssetKey) -> tuple[str, str]:
+        return key.path[0], key.path[-1]
+
+    def handle_output(self, context: dg.OutputContext, obj: ModelArtifact) -> None:
+        schema, table = self._table(context.asset_key)
+        with self.warehouse.get_connection() as connection:
+            connection.register("artifact_row", pd.DataFrame([obj.to_record()]))
+            connection.execute("begin transaction")
+            try:
+                connection.execute(f"create schema if not exists {schema}")
+                connection.execute(f"create or replace table {schema}.{table} as select * from artifact_row")
+                connection.execute(
+                    f"create table if not exists {schema}.model_artifacts as "
+                    "select * from artifact_row limit 0"
+                )
+                connection.execute(
+                    f"insert into {schema}.model_artifacts by name select * from artifact_row "
+                    f"where model_version not in (select model_version from {schema}.model_artifacts)"
+                )
+                connection.execute("commit")
+            except BaseException:
+                connection.execute("rollback")
+                raise
+        context.add_output_metadata(
+            {
+                "model_version": obj.model_version,
+                "sha256": obj.sha256,
+                "artifact_format": "LightGBM text model",
+                "artifact_bytes": len(obj.model_text.encode("utf-8")),
+                "dagster/table_name": f"{schema}.{table}",
+            }
+        )
+
+    def load_input(self, context: dg.InputContext) -> ModelArtifact:
+        schema, table = self._table(context.asset_key)
+        with self.warehouse.get_connection() as connection:
+            rows = connection.execute(f"select * from {schema}.{table}").fetchdf()
+        if len(rows) != 1:
+            raise RuntimeError(
+                f"{schema}.{table} holds {len(rows)} models, expected exactly one; "
+                f"re-materialize {context.asset_key.to_user_string()}"
+            )
+        artifact = ModelArtifact.from_record(rows.iloc[0].to_dict())
+        artifact.verify()
+        return artifact

@@ -1,0 +1,158 @@
+"""Training: the recorded training set and the LightGBM propensity model with its quality gate."""
+
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.defs.config import camel, config_from_model
+from mlops_assets.defs.metadata import float_metrics, markdown_table, png_image
+from mlops_assets.defs.resources import WAREHOUSE_POOL
+from mlops_assets.ml.artifacts import ModelArtifact
+from mlops_assets.ml.datasets import assign_splits, dataset_fingerprint
+from mlops_assets.ml.evaluation import calibration_table, classification_metrics, decile_table
+from mlops_assets.ml.plots import lift_and_calibration_chart
+from mlops_assets.ml.training import TrainingParams, train_propensity_model
+from mlops_assets.use_cases import UseCase
+
+
+def feature_importance(booster, top: int = 15) -> pd.DataFrame:
+    importance = pd.DataFrame(
+        {
+            "feature": booster.feature_name(),
+            "gain": booster.feature_importance(importance_type="gain"),
+            "splits": booster.feature_importance(importance_type="split"),
+        }
+    )
+    importance["gain_share"] = importance["gain"] / importance["gain"].sum()
+    return importance.sort_values("gain", ascending=False).head(top)[["feature", "gain_share", "splits"]]
+
+
+def build_training_assets(use_case: UseCase) -> list:
+    name = use_case.name
+    features_key = dg.AssetKey([name, use_case.feature_mart])
+    training_set_key = dg.AssetKey([name, "training_set"])
+    model_key = dg.AssetKey([name, "propensity_model"])
+    feature_names = [f.name for f in use_case.features]
+    target = use_case.target
+    TrainingConfig = config_from_model(f"{camel(name)}TrainingConfig", use_case.training)
+
+    @dg.asset(
+        key=training_set_key,
+        ins={"customer_features": dg.AssetIn(key=features_key)},
+        group_name="training",
+        kinds={"pandas", "duckdb"},
+        pool=WAREHOUSE_POOL,
+        description=(
+            "Snapshot of the labelled customers a model is trained on: features, target and the "
+            "split (train/validation/test), stratified by target and deterministic per customer id "
+            f"and seed ({use_case.split.seed})."
+        ),
+    )
+    def training_set(context: dg.AssetExecutionContext, customer_features: pd.DataFrame) -> pd.DataFrame:
+        labelled = customer_features[customer_features[target].notna()]
+        frame = labelled[["customer_id", *feature_names, target]].reset_index(drop=True)
+        frame[target] = frame[target].astype("int64")
+        frame["split"] = assign_splits(
+            frame["customer_id"], frame[target], use_case.split.fractions, use_case.split.seed
+        )
+        summary = (
+            frame.groupby("split")[target]
+            .agg(customers="size", buyers="sum", buyer_rate="mean")
+            .reindex(["train", "validation", "test"])
+            .reset_index()
+        )
+        context.add_output_metadata(
+            {
+                "fingerprint": dataset_fingerprint(frame),
+                "unlabelled_customers_left_out": len(customer_features) - len(labelled),
+                "split_summary": markdown_table(summary),
+                "buyer_rate": float(frame[target].mean()),
+            }
+        )
+        return frame
+
+    @dg.asset(
+        key=model_key,
+        ins={"training_set": dg.AssetIn(key=training_set_key)},
+        io_manager_key="model_io_manager",
+        group_name="training",
+        kinds={"lightgbm", "duckdb"},
+        pool=WAREHOUSE_POOL,
+        description=(
+            "LightGBM binary propensity model, early-stopped on the validation split, stored in "
+            "DuckDB as LightGBM text with its sha256. Metrics are measured on the test split."
+        ),
+    )
+    def propensity_model(
+        context: dg.AssetExecutionContext, config: TrainingConfig, training_set: pd.DataFrame
+    ) -> ModelArtifact:
+        params = TrainingParams(**config.model_dump())
+        splits = {split: part for split, part in training_set.groupby("split")}
+        trained = train_propensity_model(
+            splits["train"], splits["validation"], use_case.features, target, params
+        )
+        trained_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+        provisional = ModelArtifact.from_booster(
+            trained.booster,
+            model_version="",
+            use_case=name,
+            target=target,
+            features=use_case.features,
+            params=params.model_dump(),
+            metrics={},
+            trained_at=trained_at,
+            score_offset=trained.score_offset,
+            best_iteration=trained.best_iteration,
+        )
+        test = splits["test"]
+        test_scores = provisional.predict(test)
+        metrics = classification_metrics(test[target].to_numpy(), test_scores)
+        artifact = replace(
+            provisional,
+            model_version=f"{name}-{trained_at:%Y%m%d-%H%M%S}-{provisional.sha256[:8]}",
+            metrics=metrics,
+            training_set_fingerprint=dataset_fingerprint(training_set),
+            lineage={"dagster_run_id": context.run.run_id, "scale_pos_weight": trained.scale_pos_weight},
+        )
+        deciles = decile_table(test[target].to_numpy(), test_scores)
+        calibration = calibration_table(test[target].to_numpy(), test_scores)
+        chart = lift_and_calibration_chart(deciles, calibration, f"{artifact.model_version}, test split")
+        context.add_output_metadata(
+            {
+                **float_metrics(metrics, prefix="test_"),
+                "best_iteration": trained.best_iteration,
+                "training_set_fingerprint": artifact.training_set_fingerprint,
+                "test_deciles": markdown_table(
+                    deciles[["decile", "customers", "buyers", "response_rate", "lift", "cumulative_capture"]]
+                ),
+                "lift_and_calibration": png_image(chart, "lift and calibration"),
+                "top_features": markdown_table(feature_importance(trained.booster)),
+                "params": dg.MetadataValue.json(params.model_dump()),
+            }
+        )
+        return artifact
+
+    @dg.asset_check(
+        asset=model_key,
+        blocking=True,
+        description=(
+            f"Test-split ROC AUC must reach the use case's floor ({use_case.thresholds.min_test_roc_auc}); "
+            "a model below it is never used for scoring."
+        ),
+    )
+    def meets_quality_floor(propensity_model: ModelArtifact) -> dg.AssetCheckResult:
+        floor = use_case.thresholds.min_test_roc_auc
+        roc_auc = propensity_model.metrics["roc_auc"]
+        return dg.AssetCheckResult(
+            passed=roc_auc >= floor,
+            description=f"test ROC AUC {roc_auc:.4f} against floor {floor}",
+            metadata={
+                "test_roc_auc": roc_auc,
+                "floor": floor,
+                "model_version": propensity_model.model_version,
+            },
+        )
+
+    return [training_set, propensity_model, meets_quality_floor]

@@ -1,0 +1,83 @@
+"""Model artefacts: LightGBM's text format plus a sha256, never pickle.
+
+The text format holds only tree structure and numbers, so loading an artefact cannot run code; the
+checksum catches any change to the text between training and scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from mlops_assets.ml.training import FeatureSpec, predict_proba
+
+
+class ArtifactIntegrityError(RuntimeError):
+    """The stored model text does not match its recorded checksum."""
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    model_version: str
+    use_case: str
+    target: str
+    model_text: str
+    sha256: str
+    features: list[FeatureSpec]
+    params: dict
+    metrics: dict[str, float]
+    trained_at: datetime
+    score_offset: float = 0.0
+    best_iteration: int = 0
+    training_set_fingerprint: str = ""
+    lineage: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_booster(cls, booster: lgb.Booster, **fields) -> ModelArtifact:
+        model_text = booster.model_to_string()
+        return cls(model_text=model_text, sha256=sha256_text(model_text), **fields)
+
+    def verify(self) -> None:
+        actual = sha256_text(self.model_text)
+        if actual != self.sha256:
+            raise ArtifactIntegrityError(
+                f"model {self.model_version}: artefact checksum mismatch "
+                f"(recorded sha256 {self.sha256}, stored text hashes to {actual}); "
+                "refusing to use a model whose text changed after training"
+            )
+
+    def load_booster(self) -> lgb.Booster:
+        """The booster, after verifying the checksum."""
+        self.verify()
+        return lgb.Booster(model_str=self.model_text)
+
+    def predict(self, frame: pd.DataFrame, chunk_size: int = 250_000) -> np.ndarray:
+        return predict_proba(
+            self.load_booster(), frame, self.features, self.score_offset, chunk_size=chunk_size
+        )
+
+    # Row form for storage in a DuckDB table: JSON for the nested parts.
+    def to_record(self) -> dict:
+        record = asdict(self)
+        record["features"] = json.dumps([f.model_dump() for f in self.features])
+        for key in ("params", "metrics", "lineage"):
+            record[key] = json.dumps(record[key], sort_keys=True, default=str)
+        return record
+
+    @classmethod
+    def from_record(cls, record: dict) -> ModelArtifact:
+        record = dict(record)
+        record["features"] = [FeatureSpec(**f) for f in json.loads(record["features"])]
+        for key in ("params", "metrics", "lineage"):
+            record[key] = json.loads(record[key])
+        return cls(**record)

@@ -1,0 +1,66 @@
+"""Model quality measures marketing cares about: ranking quality and lift in the contacted top share."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+
+def decile_of_rank(scores: np.ndarray) -> np.ndarray:
+    """Decile 1 holds the highest scores; ties are broken by position so deciles have equal sizes."""
+    scores = np.asarray(scores, dtype=float)
+    order = np.argsort(-scores, kind="stable")
+    rank = np.empty(len(scores), dtype=np.int64)
+    rank[order] = np.arange(1, len(scores) + 1)
+    return np.ceil(rank * 10 / max(len(scores), 1)).astype(np.int64)
+
+
+def decile_table(y_true: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
+    """Per score decile: customers, buyers, response rate, lift over the base rate, cumulative capture."""
+    y_true = np.asarray(y_true, dtype=float)
+    frame = pd.DataFrame({"decile": decile_of_rank(scores), "buyer": y_true, "score": scores})
+    table = frame.groupby("decile").agg(
+        customers=("buyer", "size"),
+        buyers=("buyer", "sum"),
+        min_score=("score", "min"),
+        max_score=("score", "max"),
+    )
+    base_rate = y_true.mean() if len(y_true) else np.nan
+    table["response_rate"] = table["buyers"] / table["customers"]
+    table["lift"] = table["response_rate"] / base_rate if base_rate > 0 else np.nan
+    total_buyers = table["buyers"].sum()
+    table["cumulative_capture"] = table["buyers"].cumsum() / total_buyers if total_buyers > 0 else np.nan
+    return table.reset_index()
+
+
+def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """ROC AUC, PR AUC, Brier score, and lift and capture rate in the top decile."""
+    y_true = np.asarray(y_true, dtype=float)
+    scores = np.asarray(scores, dtype=float)
+    if len(np.unique(y_true)) < 2:
+        raise ValueError("metrics need both buyers and non-buyers in the evaluation data")
+    top = decile_of_rank(scores) == 1
+    base_rate = float(y_true.mean())
+    top_rate = float(y_true[top].mean())
+    return {
+        "roc_auc": float(roc_auc_score(y_true, scores)),
+        "pr_auc": float(average_precision_score(y_true, scores)),
+        "brier_score": float(brier_score_loss(y_true, scores)),
+        "top_decile_lift": top_rate / base_rate,
+        "top_decile_capture_rate": float(y_true[top].sum() / y_true.sum()),
+        "base_rate": base_rate,
+        "customers": float(len(y_true)),
+        "buyers": float(y_true.sum()),
+    }
+
+
+def calibration_table(y_true: np.ndarray, scores: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Mean predicted score against observed buyer rate, in bins of equal customer count."""
+    frame = pd.DataFrame({"score": np.asarray(scores, float), "buyer": np.asarray(y_true, float)})
+    frame["bin"] = pd.qcut(frame["score"].rank(method="first"), q=bins, labels=False) + 1
+    return (
+        frame.groupby("bin")
+        .agg(customers=("buyer", "size"), mean_score=("score", "mean"), observed_rate=("buyer", "mean"))
+        .reset_index()
+    )

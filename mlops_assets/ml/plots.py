@@ -1,0 +1,40 @@
+"""Small PNG charts for the Dagster UI (rendered from markdown) and model cards."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def lift_and_calibration_chart(deciles: pd.DataFrame, calibration: pd.DataFrame, title: str) -> bytes:
+    """Left: buyer rate per score decile against the base rate. Right: predicted vs observed rate."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    base_rate = deciles["buyers"].sum() / deciles["customers"].sum()
+    left.bar(deciles["decile"], deciles["response_rate"], color="#3b6ea5")
+    left.axhline(base_rate, color="#c0392b", linestyle="--", label=f"base rate {base_rate:.1%}")
+    left.set_xlabel("score decile (1 = highest scores)")
+    left.set_ylabel("buyer rate")
+    left.set_xticks(deciles["decile"])
+    left.legend(fontsize=8)
+    left.set_title("Buyers per decile", fontsize=10)
+    top = max(calibration["mean_score"].max(), calibration["observed_rate"].max()) * 1.1 or 1.0
+    right.plot([0, top], [0, top], color="#999999", linestyle=":")
+    right.plot(calibration["mean_score"], calibration["observed_rate"], marker="o", color="#3b6ea5")
+    right.set_xlabel("mean predicted score")
+    right.set_ylabel("observed buyer rate")
+    right.set_title("Calibration", fontsize=10)
+    figure.suptitle(title, fontsize=10)
+    return _png(figure)

@@ -1,0 +1,38 @@
+"""Where the platform keeps its files: everything generated lives under MLOPS_HOME (default `var/`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    duckdb_path: Path
+    published_dir: Path
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        home = Path(os.environ.get("MLOPS_HOME", PROJECT_ROOT / "var")).resolve()
+        return cls(
+            home=home,
+            # A fixed file name: dbt-duckdb names the catalog after the file ("warehouse"), and the
+            # dbt manifest Dagster reads records that name.
+            duckdb_path=home / "warehouse.duckdb",
+            published_dir=Path(os.environ.get("MLOPS_PUBLISHED_DIR", home / "published")).resolve(),
+        )
+
+    def prepare(self) -> None:
+        self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
+        self.published_dir.mkdir(parents=True, exist_ok=True)
+
+
+def resolve_project_path(path: str | Path) -> Path:
+    """Relative paths in use-case files are relative to the project root, not the working directory."""
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else PROJECT_ROOT / path

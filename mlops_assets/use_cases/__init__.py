@@ -1,0 +1,140 @@
+"""Use-case definitions: one YAML file per propensity model drives its whole asset graph.
+
+A use case names its source export, customer id, target, features, sensitive attributes and
+thresholds. Adding a YAML file here (plus its dbt models under `dbt_project/models/<name>/`) adds a
+new set of assets under the key prefix `<name>/`; no pipeline code is copied.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mlops_assets.ml.training import FeatureSpec, TrainingParams
+from mlops_assets.settings import resolve_project_path
+
+USE_CASE_DIR = Path(__file__).parent
+
+
+class SourceSpec(BaseModel):
+    """Where the customer export comes from and how to read it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(description="CSV or Parquet file; relative paths are relative to the project root.")
+    format: Literal["csv", "parquet"] = "csv"
+    delimiter: str = ","
+    id_column: str | None = Field(
+        None, description="Column holding the customer id. None: ids are assigned from row position."
+    )
+    id_prefix: str = "C"
+
+
+class SplitSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    train: float = 0.6
+    validation: float = 0.2
+    test: float = 0.2
+    seed: int = 42
+
+    @property
+    def fractions(self) -> tuple[float, float, float]:
+        return (self.train, self.validation, self.test)
+
+
+class Thresholds(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_test_roc_auc: float = Field(0.70, description="Absolute quality floor on the test split.")
+
+
+class ScoringSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_size: int = Field(250_000, ge=1_000)
+
+
+class UseCase(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    title: str
+    description: str
+    source: SourceSpec
+    data_dictionary: str = Field(description="CSV with source_column, feature_name, description, ...")
+    feature_mart: str = Field(description="dbt model (alias) holding one row of features per customer")
+    target: str
+    features: list[FeatureSpec]
+    sensitive_attributes: list[str] = []
+    split: SplitSpec = SplitSpec()
+    training: TrainingParams = TrainingParams()
+    thresholds: Thresholds = Thresholds()
+    scoring: ScoringSpec = ScoringSpec()
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_an_identifier(cls, name: str) -> str:
+        # The name is a DuckDB schema, a dbt schema and an asset key prefix.
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise ValueError(f"use-case name {name!r} must be lower-case letters, digits and _")
+        return name
+
+    @model_validator(mode="after")
+    def _features_are_consistent(self) -> UseCase:
+        names = [f.name for f in self.features]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"features listed twice: {duplicated}")
+        if self.target in names:
+            raise ValueError(f"the target {self.target!r} cannot also be a feature")
+        return self
+
+    @property
+    def source_path(self) -> Path:
+        return resolve_project_path(self.source.path)
+
+    @property
+    def data_dictionary_path(self) -> Path:
+        return resolve_project_path(self.data_dictionary)
+
+    def load_data_dictionary(self) -> pd.DataFrame:
+        return pd.read_csv(self.data_dictionary_path)
+
+    @property
+    def required_source_columns(self) -> list[str]:
+        """Columns every source export must have: the data dictionary's source columns."""
+        columns = self.load_data_dictionary()["source_column"].tolist()
+        return columns if self.source.id_column is None else [self.source.id_column, *columns]
+
+    def readable_names(self) -> dict[str, str]:
+        """Feature name -> description, for explanations and model cards."""
+        dictionary = self.load_data_dictionary()
+        return dict(zip(dictionary["feature_name"], dictionary["description"], strict=True))
+
+
+def load_use_case(path: Path) -> UseCase:
+    with open(path) as handle:
+        try:
+            return UseCase.model_validate(yaml.safe_load(handle))
+        except ValueError as error:
+            raise ValueError(f"invalid use-case definition {path}: {error}") from error
+
+
+@cache
+def all_use_cases() -> tuple[UseCase, ...]:
+    return tuple(load_use_case(path) for path in sorted(USE_CASE_DIR.glob("*.yaml")))
+
+
+def get_use_case(name: str) -> UseCase:
+    for use_case in all_use_cases():
+        if use_case.name == name:
+            return use_case
+    known = ", ".join(u.name for u in all_use_cases())
+    raise KeyError(f"unknown use case {name!r}; known: {known}")

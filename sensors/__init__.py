@@ -1,0 +1,1 @@
+"""Sensors that re-materialize models when data-quality, drift or performance checks fail."""

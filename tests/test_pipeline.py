@@ -1,0 +1,123 @@
+"""The whole caravan graph materialized into a temporary warehouse, on the bundled real data."""
+
+import duckdb
+import numpy as np
+import pandas as pd
+from conftest import make_harness
+
+from mlops_assets.ml.artifacts import ModelArtifact, sha256_text
+from mlops_assets.publishing import read_published
+
+
+def _warehouse(harness) -> duckdb.DuckDBPyConnection:
+    return duckdb.connect(str(harness.settings.duckdb_path), read_only=True)
+
+
+def test_every_customer_is_scored_exactly_once_with_scores_in_0_1(completed_pipeline, caravan):
+    with _warehouse(completed_pipeline) as connection:
+        scores = connection.execute("select * from caravan.customer_scores").fetchdf()
+        customers = connection.execute("select customer_id from caravan.customer_features").fetchdf()
+    assert len(customers) == 5822
+    assert len(scores) == 5822 and scores["customer_id"].is_unique
+    assert set(scores["customer_id"]) == set(customers["customer_id"])
+    assert scores["score"].between(0, 1).all()
+    assert sorted(scores["rank"]) == list(range(1, 5823))
+    assert scores.groupby("decile").size().between(582, 583).all()
+    assert scores["model_version"].nunique() == 1
+
+
+def test_model_beats_the_roc_auc_floor_on_the_test_split(completed_pipeline):
+    metadata = completed_pipeline.latest_metadata("caravan/propensity_model")
+    assert metadata["test_roc_auc"] > 0.70
+    assert metadata["test_top_decile_lift"] > 1.5
+    assert 0 < metadata["test_brier_score"] < 0.1
+
+
+def test_stored_model_verifies_and_reproduces_the_published_scores(completed_pipeline):
+    with _warehouse(completed_pipeline) as connection:
+        record = connection.execute("select * from caravan.propensity_model").fetchdf().iloc[0].to_dict()
+        features = connection.execute("select * from caravan.customer_features").fetchdf()
+        history = connection.execute("select model_version from caravan.model_artifacts").fetchall()
+    artifact = ModelArtifact.from_record(record)
+    assert sha256_text(artifact.model_text) == artifact.sha256
+    assert (artifact.model_version,) in history
+    published = read_published(
+        completed_pipeline.settings.published_dir / "caravan.duckdb",
+        "select customer_id, score, model_version from customer_scores",
+    )
+    assert set(published["model_version"]) == {artifact.model_version}
+    rescored = pd.Series(artifact.predict(features), index=features["customer_id"])
+    assert np.allclose(
+        rescored.loc[published["customer_id"]].to_numpy(), published["score"].to_numpy(), atol=1e-12
+    )
+
+
+def test_training_split_is_recorded_and_stratified(completed_pipeline):
+    with _warehouse(completed_pipeline) as connection:
+        split = (
+            connection.execute(
+                "select split, count(*) n, sum(purchased_caravan_policy) buyers "
+                "from caravan.training_set group by 1"
+            )
+            .fetchdf()
+            .set_index("split")
+        )
+    assert split["n"].sum() == 5822 and split["buyers"].sum() == 348
+    rates = split["buyers"] / split["n"]
+    assert (rates - 348 / 5822).abs().max() < 0.005
+
+
+def test_assets_report_row_counts_and_schemas(completed_pipeline):
+    for key in [
+        "caravan/raw_customers",
+        "caravan/stg_customers",
+        "caravan/customer_features",
+        "caravan/training_set",
+        "caravan/customer_scores",
+    ]:
+        metadata = completed_pipeline.latest_metadata(key)
+        assert metadata["dagster/row_count"] == 5822, key
+        assert len(metadata["dagster/column_schema"].columns) >= 6, key
+
+
+def test_missing_source_fails_clearly_and_keeps_published_scores(completed_pipeline, tmp_path):
+    published = completed_pipeline.settings.published_dir / "caravan.duckdb"
+    before = read_published(published, "select * from publication")
+    result = completed_pipeline.run(
+        run_config={
+            "ops": {"caravan__raw_customers": {"config": {"source_path": str(tmp_path / "gone.csv")}}}
+        },
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "gone.csv: source file not found" in str(failure.step_failure_data.error.cause.message)
+    assert read_published(published, "select * from publication").equals(before)
+    with _warehouse(completed_pipeline) as connection:
+        assert connection.execute("select count(*) from caravan.raw_customers").fetchone()[0] == 5822
+
+
+def test_quality_floor_gate_blocks_scoring_when_the_model_is_too_weak(caravan, tmp_path):
+    strict = caravan.model_copy(
+        update={"thresholds": caravan.thresholds.model_copy(update={"min_test_roc_auc": 0.99})}
+    )
+    harness = make_harness(tmp_path, use_cases=(strict,))
+    result = harness.run(raise_on_error=False)
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks["meets_quality_floor"] is False
+    materialized = (
+        {key.to_user_string() for key in result.get_asset_materialization_events_by_key()}
+        if hasattr(result, "get_asset_materialization_events_by_key")
+        else {
+            e.asset_key.to_user_string()
+            for e in result.all_events
+            if e.event_type_value == "ASSET_MATERIALIZATION"
+        }
+    )
+    assert "caravan/propensity_model" in materialized
+    assert "caravan/customer_scores" not in materialized
+    assert not (harness.settings.published_dir / "caravan.duckdb").exists()
