@@ -25,12 +25,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     from mlops_assets.use_cases import get_use_case
 
     use_case = get_use_case(args.use_case)
-    run_config = {}
+    run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
     if args.source:
         ingestion_config = {"source_path": os.path.abspath(args.source)}
         if args.format:
             ingestion_config["source_format"] = args.format
-        run_config = {"ops": {f"{use_case.name}__raw_customers": {"config": ingestion_config}}}
+        run_config["ops"] = {f"{use_case.name}__raw_customers": {"config": ingestion_config}}
     job = defs.resolve_job_def(pipeline_job_name(use_case))
     result = job.execute_in_process(instance=_instance(), run_config=run_config, raise_on_error=False)
     settings = Settings.from_env()

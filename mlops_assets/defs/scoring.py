@@ -114,6 +114,12 @@ def build_scoring_assets(use_case: UseCase) -> list:
                 "path": dg.MetadataValue.path(str(path)),
                 "model_version": model_version,
                 "dagster/row_count": len(customer_scores),
+                "dagster/column_schema": dg.TableSchema(
+                    columns=[
+                        dg.TableColumn(name=str(name), type=str(dtype))
+                        for name, dtype in customer_scores.dtypes.items()
+                    ]
+                ),
                 "query": dg.MetadataValue.md(f'```\nduckdb -readonly {path} "{MARKETING_QUERY}"\n```'),
                 "top_customers": markdown_table(
                     customer_scores.head(10)[["customer_id", "score", "rank", "decile"]]
