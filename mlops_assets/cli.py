@@ -58,6 +58,24 @@ Run {result.run_id} succeeded.
     return 0
 
 
+def generate_quality_suites(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from mlops_assets.quality.expectations import build_suites, write_suite
+    from mlops_assets.settings import Settings
+    from mlops_assets.use_cases import get_use_case
+
+    use_case = get_use_case(args.use_case)
+    database = args.warehouse or str(Settings.from_env().duckdb_path)
+    with duckdb.connect(database, read_only=True) as connection:
+        staged = connection.execute(f"select * from {use_case.name}.stg_customers").fetchdf()
+        mart = connection.execute(f"select * from {use_case.name}.{use_case.feature_mart}").fetchdf()
+    for asset, suite in build_suites(use_case, staged, mart).items():
+        path = write_suite(use_case.name, asset, suite)
+        print(f"{path}: {len(suite['expectations'])} expectations")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--source", help="load this CSV or Parquet export instead of the use case's default")
     run.add_argument("--format", choices=["csv", "parquet"], help="format of --source")
     run.set_defaults(handler=run_pipeline)
+    suites = commands.add_parser(
+        "quality-suites",
+        help="(re)generate a use case's Great Expectations suites from its data dictionary and the "
+        "accepted data in the warehouse (run the pipeline on reference data first)",
+    )
+    suites.add_argument("--use-case", default="caravan")
+    suites.add_argument("--warehouse", help="DuckDB file to profile (default: the local warehouse)")
+    suites.set_defaults(handler=generate_quality_suites)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -7,6 +7,7 @@ import dagster as dg
 from mlops_assets.defs.features import dbt_models
 from mlops_assets.defs.ingestion import build_ingestion_assets
 from mlops_assets.defs.jobs import build_pipeline_job
+from mlops_assets.defs.quality import build_quality_checks
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.scoring import build_scoring_assets
 from mlops_assets.defs.training import build_training_assets
@@ -26,6 +27,7 @@ def build_definitions(
             *build_ingestion_assets(use_case),
             *build_training_assets(use_case),
             *build_scoring_assets(use_case),
+            *build_quality_checks(use_case),
         ):
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
         jobs.append(build_pipeline_job(use_case))

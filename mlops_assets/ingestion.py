@@ -1,18 +1,34 @@
 """Loading a customer export (CSV or Parquet) into the warehouse as-is, atomically.
 
 Plain functions over a DuckDB connection, no Dagster: a data engineer can call them from a notebook.
+A load either succeeds completely or raises SourceDataError naming the file, the row and the column,
+and leaves the previous raw table untouched.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
+import pandas as pd
 
-LOAD_COLUMNS = ("_load_id", "_source_file", "_loaded_at")
+from mlops_assets.quality.rows import ColumnRule, find_outliers, find_row_problems, summarize_problems
+
+LOAD_LOG_COLUMNS = """
+    load_id varchar primary key, source_file varchar, source_format varchar, sha256 varchar,
+    row_count bigint, column_count integer, quarantined_rows bigint, outlier_rows bigint,
+    status varchar, message varchar, loaded_at timestamp
+"""
+QUARANTINE_COLUMNS = """
+    load_id varchar, source_file varchar, source_row bigint, customer_id varchar, column_name varchar,
+    raw_value varchar, reason varchar, quarantined_at timestamp
+"""
+_DELIMITER_CANDIDATES = (";", "\t", "|", ",")
 
 
 class SourceDataError(ValueError):
@@ -28,6 +44,9 @@ class SourceLoad:
     row_count: int
     columns: list[str]
     extra_columns: list[str]
+    quarantined_rows: int
+    outlier_rows: int
+    quarantine_summary: str
     loaded_at: datetime
 
 
@@ -47,17 +66,87 @@ def sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _source_relation(path: Path, source_format: str, delimiter: str) -> str:
+def read_csv_header(path: Path, delimiter: str) -> list[str]:
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle, delimiter=delimiter), None)
+    except UnicodeDecodeError as error:
+        raise SourceDataError(f"{path}: line 1 (header) is not valid UTF-8: {error.reason}") from error
+    if not header:
+        raise SourceDataError(f"{path}: the file has no header line")
+    return [name.strip() for name in header]
+
+
+def _check_columns(path: Path, columns: list[str], required: list[str], delimiter: str) -> None:
+    missing = [c for c in required if c not in columns]
+    if not missing:
+        return
+    if len(columns) == 1:
+        found = [d for d in _DELIMITER_CANDIDATES if d != delimiter and d in columns[0]]
+        if found:
+            raise SourceDataError(
+                f"{path}: the header has a single column; the file looks delimited by {found[0]!r}, "
+                f"not {delimiter!r} (set the source delimiter)"
+            )
+    shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
+    raise SourceDataError(
+        f"{path}: missing required column(s) {', '.join(missing)} (found {len(columns)} columns: {shown})"
+    )
+
+
+def _csv_error_message(path: Path, error: duckdb.Error) -> str:
+    text = str(error)
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    where = f"line {line.group(1)} (data row {int(line.group(1)) - 1})" if line else "cannot be parsed"
+    for pattern, problem in (
+        (r"Expected Number of Columns: (\d+) Found: (\d+)", "expected {0} fields, found {1}"),
+        (r"unterminated quote", "a quoted value is not closed (bad quoting)"),
+        (r"Invalid unicode", "bytes that are not valid UTF-8 (re-export the file as UTF-8)"),
+    ):
+        match = re.search(pattern, text)
+        if match:
+            return f"{path}: {where}: {problem.format(*match.groups())}"
+    return f"{path}: {where}: {text.splitlines()[0]}"
+
+
+def _read_source(
+    connection: duckdb.DuckDBPyConnection, path: Path, source_format: str, delimiter: str, required: list[str]
+) -> list[str]:
+    """Read the export into temp table `_source` (rows in file order), after checking its columns."""
     literal = sql_literal(str(path))
     if source_format == "csv":
-        # all_varchar: keep every value exactly as exported; typing happens in dbt staging, where a
-        # type change in the export fails loudly instead of being guessed differently per load.
-        return (
-            f"read_csv({literal}, header = true, delim = {sql_literal(delimiter)}, all_varchar = true, "
-            "strict_mode = true, null_padding = false, auto_detect = true, encoding = 'utf-8')"
+        header = read_csv_header(path, delimiter)
+        _check_columns(path, header, required, delimiter)
+        duplicated = sorted({c for c in header if header.count(c) > 1})
+        if duplicated:
+            raise SourceDataError(
+                f"{path}: column(s) {', '.join(duplicated)} appear more than once in the header"
+            )
+        # An explicit dialect and all columns as text: no sniffing that guesses differently per load,
+        # values kept exactly as exported, and errors that name the offending line.
+        columns = "{" + ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in header) + "}"
+        relation = (
+            f"read_csv({literal}, header = true, delim = {sql_literal(delimiter)}, quote = '\"', "
+            f"escape = '\"', columns = {columns}, auto_detect = false, strict_mode = true, "
+            "null_padding = false, encoding = 'utf-8')"
         )
+        try:
+            connection.execute(f"create or replace temp table _source as select * from {relation}")
+        except duckdb.Error as error:
+            raise SourceDataError(_csv_error_message(path, error)) from error
+        return header
     if source_format == "parquet":
-        return f"read_parquet({literal})"
+        try:
+            connection.execute(
+                f"create or replace temp table _source as select * from read_parquet({literal})"
+            )
+        except duckdb.Error as error:
+            raise SourceDataError(
+                f"{path}: cannot be read as Parquet: {str(error).splitlines()[0]}"
+            ) from error
+        columns = [row[0] for row in connection.execute("describe _source").fetchall()]
+        _check_columns(path, columns, required, delimiter)
+        return columns
     raise SourceDataError(f"{path}: unsupported source format {source_format!r} (use csv or parquet)")
 
 
@@ -67,90 +156,145 @@ def load_source(
     path: Path,
     source_format: str,
     table: str,
-    required_columns: list[str],
+    rules: list[ColumnRule],
     load_id: str,
     delimiter: str = ",",
     id_column: str | None = None,
     id_prefix: str = "C",
-    load_log_table: str | None = None,
+    max_quarantine_share: float = 0.05,
 ) -> SourceLoad:
-    """Replace `table` with the export at `path`, or raise SourceDataError and change nothing.
+    """Replace `table` with the export at `path`, or raise SourceDataError and leave it as it was.
 
-    Customer ids: taken from `id_column` when the export has one; otherwise assigned from the row
-    position in the file (`<id_prefix>0000001` for the first data row), stable while the export keeps
-    its row order. Each successful load is appended to `load_log_table` in the same transaction.
+    Customer ids come from `id_column` when the export has one; otherwise from the row position in
+    the file (`<id_prefix>0000001` for the first data row), stable while the export keeps its order.
+    Rows breaking the data dictionary's rules (see quality/rows.py) are recorded in
+    `<schema>.quarantined_customers` and marked in the raw table's `_quarantine_reason`; staging
+    leaves them out. If more than `max_quarantine_share` of the rows are unusable, the load is
+    rejected: the problems are recorded, the raw table is not replaced. Every attempt is logged in
+    `<schema>.raw_customer_loads`.
     """
     path = Path(path)
+    schema = table.split(".")[0]
     if not path.exists():
         raise SourceDataError(f"{path}: source file not found")
     if not path.is_file():
         raise SourceDataError(f"{path}: source path is not a file")
     try:
+        if path.stat().st_size == 0:
+            raise SourceDataError(f"{path}: the file is empty (0 bytes)")
         sha256 = file_sha256(path)
     except OSError as error:
         raise SourceDataError(f"{path}: source file cannot be read: {error}") from error
 
+    required = [r.column for r in rules] + ([id_column] if id_column else [])
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    columns = _read_source(connection, path, source_format, delimiter, required)
+    row_count = connection.execute("select count(*) from _source").fetchall()[0][0]
+    if row_count == 0:
+        raise SourceDataError(f"{path}: the file has a header but no data rows")
+
+    if id_column is None:
+        id_expression = f"printf('%s%07d', {sql_literal(id_prefix)}, source_row)"
+        selected = "*"
+    else:
+        id_expression = f"cast({quote_identifier(id_column)} as varchar)"
+        selected = f"* exclude ({quote_identifier(id_column)})"
+    connection.execute(
+        f"""
+        create or replace temp table _identified as
+        select {id_expression} as customer_id, {selected}
+        from (select row_number() over (order by rowid) as source_row, * from _source)
+        """
+    )
+    if id_column is not None:
+        missing_ids = connection.execute(
+            "select min(source_row), count(*) from _identified where nullif(trim(customer_id), '') is null"
+        ).fetchall()[0]
+        if missing_ids[1]:
+            raise SourceDataError(
+                f"{path}: column {id_column}: {missing_ids[1]} row(s) without a customer id "
+                f"(first: data row {missing_ids[0]})"
+            )
+    find_row_problems(connection, "_identified", rules, deduplicate_ids=id_column is not None)
+    problems = connection.execute("select * from _row_problems order by source_row").fetchdf()
+    quarantined_rows = int(problems["source_row"].nunique()) if len(problems) else 0
+    summary = summarize_problems(problems)
+    share = quarantined_rows / row_count
+    rejected = share > max_quarantine_share
+    message = (
+        f"{quarantined_rows} of {row_count} rows ({share:.1%}) cannot be used, above the limit of "
+        f"{max_quarantine_share:.0%}: {summary}"
+        if rejected
+        else f"{quarantined_rows} row(s) quarantined" + (f": {summary}" if quarantined_rows else "")
+    )
+
     connection.execute("begin transaction")
     try:
-        try:
-            relation = _source_relation(path, source_format, delimiter)
-            connection.execute(f"create or replace temp table _source as select * from {relation}")
-        except duckdb.Error as error:
-            raise SourceDataError(
-                f"{path}: cannot be read as {source_format}: {str(error).strip()}"
-            ) from error
-
-        columns = [row[0] for row in connection.execute("describe _source").fetchall()]
-        missing = [c for c in required_columns if c not in columns]
-        if missing:
-            shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
-            raise SourceDataError(
-                f"{path}: missing required column(s) {', '.join(missing)} "
-                f"(found {len(columns)} columns: {shown})"
-            )
-        row_count = connection.execute("select count(*) from _source").fetchone()[0]
-        if row_count == 0:
-            raise SourceDataError(f"{path}: the file has a header but no data rows")
-
-        if id_column is None:
-            id_expression = f"printf('%s%07d', {sql_literal(id_prefix)}, row_number() over (order by rowid))"
-            selected = "*"
-        else:
-            id_expression = f"cast({quote_identifier(id_column)} as varchar)"
-            selected = f"* exclude ({quote_identifier(id_column)})"
-        schema = table.split(".")[0]
         connection.execute(f"create schema if not exists {schema}")
+        connection.execute(f"create table if not exists {schema}.raw_customer_loads ({LOAD_LOG_COLUMNS})")
         connection.execute(
-            f"""
-            create or replace table {table} as
-            select {id_expression} as customer_id, {selected},
-                   ? as _load_id, ? as _source_file, ?::timestamp as _loaded_at
-            from _source
-            order by rowid
-            """,
+            f"create table if not exists {schema}.quarantined_customers ({QUARANTINE_COLUMNS})"
+        )
+        connection.execute(
+            f"""insert into {schema}.quarantined_customers
+                select ?, ?, source_row, customer_id, column_name, raw_value, reason, ?
+                from _row_problems""",
             [load_id, str(path), loaded_at],
         )
-        connection.execute("drop table _source")
-        if load_log_table:
+        outlier_rows = 0
+        if not rejected:
+            find_outliers(connection, "_identified", rules)
+            outlier_rows = connection.execute("select count(distinct customer_id) from _outliers").fetchall()[
+                0
+            ][0]
             connection.execute(
                 f"""
-                create table if not exists {load_log_table} (
-                    load_id varchar primary key, source_file varchar, source_format varchar,
-                    sha256 varchar, row_count bigint, column_count integer, loaded_at timestamp
+                create or replace table {table} as
+                with reasons as (
+                    select source_row, string_agg(column_name || ': ' || reason, '; ') as reason
+                    from _row_problems group by source_row
+                ),
+                outliers as (
+                    select customer_id, string_agg(column_name, ', ' order by column_name) as columns
+                    from _outliers group by customer_id
                 )
-                """
+                select identified.* exclude (source_row),
+                       ? as _load_id, ? as _source_file, ?::timestamp as _loaded_at,
+                       identified.source_row as _source_row,
+                       reasons.reason as _quarantine_reason,
+                       outliers.columns as _outlier_columns
+                from _identified as identified
+                left join reasons using (source_row)
+                left join outliers on outliers.customer_id = identified.customer_id
+                    and reasons.reason is null
+                order by identified.source_row
+                """,
+                [load_id, str(path), loaded_at],
             )
-            connection.execute(
-                f"insert into {load_log_table} values (?, ?, ?, ?, ?, ?, ?)",
-                [load_id, str(path), source_format, sha256, row_count, len(columns), loaded_at],
-            )
+        connection.execute(
+            f"insert into {schema}.raw_customer_loads values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                load_id,
+                str(path),
+                source_format,
+                sha256,
+                row_count,
+                len(columns),
+                quarantined_rows,
+                outlier_rows,
+                "rejected" if rejected else "accepted",
+                message,
+                loaded_at,
+            ],
+        )
         connection.execute("commit")
     except BaseException:
         connection.execute("rollback")
         raise
+    if rejected:
+        raise SourceDataError(f"{path}: {message}")
 
-    known = set(required_columns)
+    known = set(required)
     return SourceLoad(
         load_id=load_id,
         source_file=str(path),
@@ -159,5 +303,42 @@ def load_source(
         row_count=row_count,
         columns=columns,
         extra_columns=[c for c in columns if c not in known],
+        quarantined_rows=quarantined_rows,
+        outlier_rows=outlier_rows,
+        quarantine_summary=summary,
         loaded_at=loaded_at,
     )
+
+
+def _table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        connection.execute(
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).fetchall()[0][0]
+    )
+
+
+def previous_accepted_load(
+    connection: duckdb.DuckDBPyConnection, schema: str, before_load_id: str, raw_asset: str | None = None
+) -> pd.Series | None:
+    """The last load before `before_load_id` that was accepted and, if `raw_asset` is given, whose
+    raw data passed its critical expectations (per `<schema>.validation_results`)."""
+    if not _table_exists(connection, schema, "raw_customer_loads"):
+        return None
+    failed_checks = ""
+    if raw_asset and _table_exists(connection, schema, "validation_results"):
+        failed_checks = f"""and not exists (
+            select 1 from {schema}.validation_results v
+            where v.load_id = loads.load_id and v.asset = {sql_literal(raw_asset)}
+              and not v.success and v.severity = 'critical')"""
+    rows = connection.execute(
+        f"""select * from {schema}.raw_customer_loads as loads
+            where status = 'accepted' and load_id <> ?
+              and loaded_at <= (select coalesce(max(loaded_at), now()::timestamp)
+                                from {schema}.raw_customer_loads where load_id = ?)
+              {failed_checks}
+            order by loaded_at desc limit 1""",
+        [before_load_id, before_load_id],
+    ).fetchdf()
+    return None if rows.empty else rows.iloc[0]

@@ -10,7 +10,7 @@ import duckdb
 
 # Same options for every connection of this process: DuckDB refuses a second in-process connection
 # to a file with a different configuration.
-CONNECTION_CONFIG = {"custom_user_agent": "dagster"}
+CONNECTION_CONFIG = {"custom_user_agent": "dagster", "storage_compatibility_version": "v1.0.0"}
 
 
 class WarehouseLockedError(RuntimeError):

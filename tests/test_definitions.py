@@ -38,6 +38,15 @@ def test_dbt_tests_and_python_gates_are_asset_checks():
     assert "caravan/customer_features:unique_caravan__customer_features_customer_id" in checks
     assert "caravan/propensity_model:meets_quality_floor" in checks
     assert "caravan/customer_scores:scores_are_complete" in checks
+    for check in [
+        "raw_customers:row_count_vs_previous_load",
+        "raw_customers:quarantine_share",
+        "stg_customers:valid_values",
+        "customer_features:distribution_sanity",
+        "customer_features:target_has_both_classes",
+        "customer_scores:valid_scores",
+    ]:
+        assert f"caravan/{check}" in checks
 
 
 def test_pipeline_job_covers_the_use_case_and_runs_in_process():

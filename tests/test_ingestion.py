@@ -1,18 +1,23 @@
+"""Loading exports: ids, quarantine of unusable rows, and clear errors for broken files."""
+
 import duckdb
 import pandas as pd
 import pytest
 
 from mlops_assets.ingestion import SourceDataError, load_source
+from mlops_assets.quality.rows import ColumnRule, find_outliers
 
 TABLE = "caravan.raw_customers"
 
 
 @pytest.fixture
-def sample_export(caravan, tmp_path):
-    frame = pd.read_csv(caravan.source_path, nrows=50)
-    path = tmp_path / "export.csv"
-    frame.to_csv(path, index=False)
-    return path, frame
+def sample(caravan):
+    return pd.read_csv(caravan.source_path, nrows=200)
+
+
+def _write(frame: pd.DataFrame, path, **csv_options):
+    frame.to_csv(path, index=False, **csv_options)
+    return path
 
 
 def _load(connection, caravan, path, **overrides):
@@ -20,74 +25,100 @@ def _load(connection, caravan, path, **overrides):
         path=path,
         source_format="csv",
         table=TABLE,
-        required_columns=caravan.required_source_columns,
+        rules=caravan.row_rules(),
         load_id=overrides.pop("load_id", "load-1"),
         id_prefix="CV",
-        load_log_table="caravan.raw_customer_loads",
+        max_quarantine_share=0.05,
     )
     arguments.update(overrides)
     return load_source(connection, **arguments)
 
 
-def test_loads_rows_as_text_with_row_position_ids_and_logs_the_load(caravan, sample_export):
-    path, frame = sample_export
+def test_loads_rows_as_text_with_row_position_ids_and_logs_the_load(caravan, sample, tmp_path):
     connection = duckdb.connect()
-    load = _load(connection, caravan, path)
-    assert load.row_count == 50 and load.extra_columns == []
+    load = _load(connection, caravan, _write(sample, tmp_path / "export.csv"))
+    assert load.row_count == 200 and load.extra_columns == [] and load.quarantined_rows == 0
     loaded = connection.execute(f"select * from {TABLE} order by customer_id").fetchdf()
     assert loaded["customer_id"].tolist()[:3] == ["CV0000001", "CV0000002", "CV0000003"]
-    assert loaded["MOSTYPE"].tolist() == frame["MOSTYPE"].astype(str).tolist()
-    assert set(loaded["_load_id"]) == {"load-1"}
-    log = connection.execute("select load_id, row_count, sha256 from caravan.raw_customer_loads").fetchall()
-    assert log == [("load-1", 50, load.sha256)]
+    assert loaded["MOSTYPE"].tolist() == sample["MOSTYPE"].astype(str).tolist()
+    assert set(loaded["_load_id"]) == {"load-1"} and loaded["_quarantine_reason"].isna().all()
+    log = connection.execute(
+        "select load_id, row_count, status, sha256 from caravan.raw_customer_loads"
+    ).fetchall()
+    assert log == [("load-1", 200, "accepted", load.sha256)]
 
 
-def test_id_column_from_the_export_is_used(caravan, sample_export, tmp_path):
-    _, frame = sample_export
+def test_id_column_from_a_parquet_export_is_used(caravan, sample, tmp_path):
     path = tmp_path / "with_ids.parquet"
-    frame.assign(crm_id=[f"K-{i}" for i in range(50)]).to_parquet(path)
+    sample.assign(crm_id=[f"K-{i:03d}" for i in range(200)]).to_parquet(path)
     connection = duckdb.connect()
     _load(connection, caravan, path, source_format="parquet", id_column="crm_id")
-    ids = connection.execute(f"select customer_id from {TABLE} order by customer_id").fetchdf()["customer_id"]
-    assert (
-        ids.iloc[0] == "K-0"
-        and "crm_id" not in connection.execute(f"select * from {TABLE} limit 0").fetchdf()
-    )
+    frame = connection.execute(f"select * from {TABLE} order by customer_id").fetchdf()
+    assert frame["customer_id"].iloc[0] == "K-000" and "crm_id" not in frame.columns
 
 
-def test_missing_file_names_the_path(caravan, tmp_path):
-    with pytest.raises(SourceDataError, match=r"nowhere\.csv: source file not found"):
-        _load(duckdb.connect(), caravan, tmp_path / "nowhere.csv")
-
-
-def test_missing_columns_are_named_and_the_last_good_load_is_kept(caravan, sample_export, tmp_path):
-    path, frame = sample_export
+def test_a_few_bad_rows_are_quarantined_with_reasons_and_the_load_goes_on(caravan, sample, tmp_path):
+    broken = sample.astype(str)
+    broken.loc[4, "MGEMLEEF"] = "forty"  # data row 5
+    broken.loc[9, "PPERSAUT"] = "60"  # data row 10, range 0..9
     connection = duckdb.connect()
-    _load(connection, caravan, path)
-    broken = tmp_path / "broken.csv"
-    frame.drop(columns=["MGEMLEEF", "PPERSAUT"]).to_csv(broken, index=False)
-    with pytest.raises(
-        SourceDataError, match=r"broken\.csv: missing required column\(s\) MGEMLEEF, PPERSAUT"
-    ):
-        _load(connection, caravan, broken, load_id="load-2")
+    load = _load(connection, caravan, _write(broken, tmp_path / "export.csv"))
+    assert load.quarantined_rows == 2
+    problems = connection.execute(
+        "select source_row, customer_id, column_name, reason from caravan.quarantined_customers order by 1"
+    ).fetchall()
+    assert problems == [
+        (5, "CV0000005", "MGEMLEEF", "'forty' is not a whole number"),
+        (10, "CV0000010", "PPERSAUT", "60 is outside 0..9"),
+    ]
+    reasons = connection.execute(
+        f"select customer_id, _quarantine_reason from {TABLE} where _quarantine_reason is not null"
+    ).fetchall()
+    assert sorted(reasons) == [
+        ("CV0000005", "MGEMLEEF: 'forty' is not a whole number"),
+        ("CV0000010", "PPERSAUT: 60 is outside 0..9"),
+    ]
+
+
+def test_duplicate_ids_keep_the_last_row(caravan, sample, tmp_path):
+    with_ids = sample.assign(crm_id=[f"K-{i:03d}" for i in range(200)])
+    with_ids.loc[7, "crm_id"] = "K-003"  # K-003 appears at data rows 4 and 8
+    connection = duckdb.connect()
+    load = _load(connection, caravan, _write(with_ids, tmp_path / "ids.csv"), id_column="crm_id")
+    assert load.quarantined_rows == 1
+    row = connection.execute("select source_row, reason from caravan.quarantined_customers").fetchone()
+    assert row == (4, "duplicate customer id, superseded by row 8")
+
+
+def test_too_many_bad_rows_reject_the_load_and_keep_the_previous_table(caravan, sample, tmp_path):
+    connection = duckdb.connect()
+    _load(connection, caravan, _write(sample, tmp_path / "good.csv"))
+    broken = sample.astype(str)
+    broken["MGEMLEEF"] = "40-50"  # an export that switched to text labels
+    path = _write(broken, tmp_path / "text_labels.csv")
+    with pytest.raises(SourceDataError) as error:
+        _load(connection, caravan, path, load_id="load-2")
+    message = str(error.value)
+    assert "text_labels.csv" in message and "200 of 200 rows (100.0%) cannot be used" in message
+    assert "column MGEMLEEF: 200 row(s) is not a whole number (first: data row 1" in message
     assert connection.execute(f"select count(*), any_value(_load_id) from {TABLE}").fetchone() == (
-        50,
+        200,
         "load-1",
     )
-    assert connection.execute("select count(*) from caravan.raw_customer_loads").fetchone()[0] == 1
+    statuses = connection.execute(
+        "select load_id, status from caravan.raw_customer_loads order by 1"
+    ).fetchall()
+    assert statuses == [("load-1", "accepted"), ("load-2", "rejected")]
 
 
-def test_header_only_file_is_refused(caravan, sample_export, tmp_path):
-    _, frame = sample_export
-    empty = tmp_path / "header_only.csv"
-    frame.head(0).to_csv(empty, index=False)
-    with pytest.raises(SourceDataError, match=r"header_only\.csv: the file has a header but no data rows"):
-        _load(duckdb.connect(), caravan, empty)
-
-
-def test_extra_columns_are_kept_and_reported(caravan, sample_export, tmp_path):
-    _, frame = sample_export
-    path = tmp_path / "extra.csv"
-    frame.assign(campaign_code="X").to_csv(path, index=False)
-    load = _load(duckdb.connect(), caravan, path)
-    assert load.extra_columns == ["campaign_code"]
+def test_outliers_are_flagged_by_robust_z_score_not_removed():
+    connection = duckdb.connect()
+    balances = [1000.0 + 10 * i for i in range(100)] + [1_000_000.0]
+    connection.execute(
+        "create temp table customers as select 'C' || i as customer_id, b as balance "
+        "from (select unnest(range(101)) as i, unnest(?) as b)",
+        [balances],
+    )
+    find_outliers(connection, "customers", [ColumnRule("balance", "float", True, 0, None, ())])
+    flagged = connection.execute("select customer_id, column_name from _outliers").fetchall()
+    assert flagged == [("C100", "balance")]

@@ -1,5 +1,7 @@
 """The whole caravan graph materialized into a temporary warehouse, on the bundled real data."""
 
+import json
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -7,6 +9,7 @@ from conftest import make_harness
 
 from mlops_assets.ml.artifacts import ModelArtifact, sha256_text
 from mlops_assets.publishing import read_published
+from mlops_assets.quality.expectations import SUITE_ASSETS, build_suites, load_suite
 
 
 def _warehouse(harness) -> duckdb.DuckDBPyConnection:
@@ -121,3 +124,27 @@ def test_quality_floor_gate_blocks_scoring_when_the_model_is_too_weak(caravan, t
     assert "caravan/propensity_model" in materialized
     assert "caravan/customer_scores" not in materialized
     assert not (harness.settings.published_dir / "caravan.duckdb").exists()
+
+
+def test_committed_suites_are_what_the_bundled_data_regenerates(completed_pipeline, caravan):
+    with _warehouse(completed_pipeline) as connection:
+        staged = connection.execute("select * from caravan.stg_customers").fetchdf()
+        mart = connection.execute("select * from caravan.customer_features").fetchdf()
+    for asset, suite in build_suites(caravan, staged, mart).items():
+        assert json.loads(json.dumps(suite)) == load_suite("caravan", asset), asset
+
+
+def test_every_expectation_result_is_recorded_and_all_pass_on_good_data(completed_pipeline):
+    with _warehouse(completed_pipeline) as connection:
+        results = connection.execute(
+            "select asset, count(*) n, count(*) filter (where not success) failed "
+            "from caravan.validation_results group by asset order by asset"
+        ).fetchall()
+    expected = {asset: len(load_suite("caravan", asset)["expectations"]) for asset in SUITE_ASSETS}
+    assert [(asset, n) for asset, n, _ in results] == [
+        ("caravan/customer_features", expected["customer_features"]),
+        ("caravan/customer_scores", expected["customer_scores"]),
+        ("caravan/raw_customers", expected["raw_customers"]),
+        ("caravan/stg_customers", expected["stg_customers"]),
+    ]
+    assert all(failed == 0 for _, _, failed in results)

@@ -20,6 +20,9 @@ class IngestionConfig(dg.Config):
     )
     source_format: Literal["csv", "parquet"] = Field("csv", description="File format of the export.")
     delimiter: str = Field(",", description="Field delimiter (CSV only).")
+    id_column: str | None = Field(
+        None, description="Column holding the customer id; empty: ids are assigned from the row position."
+    )
 
 
 def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
@@ -27,7 +30,12 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
     Config = config_class(
         f"{camel(use_case.name)}IngestionConfig",
         IngestionConfig,
-        {"source_path": source.path, "source_format": source.format, "delimiter": source.delimiter},
+        {
+            "source_path": source.path,
+            "source_format": source.format,
+            "delimiter": source.delimiter,
+            "id_column": source.id_column,
+        },
     )
     raw_table = f"{use_case.name}.raw_customers"
 
@@ -38,8 +46,9 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
         pool=WAREHOUSE_POOL,
         description=(
             f"{use_case.title}: the customer export loaded as-is (every column as in the file), "
-            "with a customer_id and the load's id, source file and time. Each load is logged in "
-            f"`{use_case.name}.raw_customer_loads` with the file's sha256."
+            "with a customer_id, the load's id, source file, time and source row, and per row the "
+            "reason it is quarantined (if so) and its outlier columns. Each load attempt is logged in "
+            f"`{use_case.name}.raw_customer_loads`, unusable rows in `{use_case.name}.quarantined_customers`."
         ),
     )
     def raw_customers(context: dg.AssetExecutionContext, config: Config, warehouse: Warehouse):
@@ -52,11 +61,11 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
                 source_format=config.source_format,
                 delimiter=config.delimiter,
                 table=raw_table,
-                required_columns=use_case.required_source_columns,
+                rules=use_case.row_rules(),
                 load_id=load_id,
-                id_column=source.id_column,
+                id_column=config.id_column,
                 id_prefix=source.id_prefix,
-                load_log_table=f"{use_case.name}.raw_customer_loads",
+                max_quarantine_share=use_case.quality.max_quarantine_share,
             )
             metadata = table_metadata(connection, raw_table, load.row_count)
         if load.extra_columns:
@@ -72,6 +81,10 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
                 "source_sha256": load.sha256,
                 "loaded_at": load.loaded_at.isoformat(timespec="seconds"),
                 "extra_columns": ", ".join(load.extra_columns) or "none",
+                "quarantined_rows": load.quarantined_rows,
+                "quarantine_share": load.quarantined_rows / load.row_count,
+                "quarantine_summary": load.quarantine_summary,
+                "outlier_rows": load.outlier_rows,
             }
         )
 

@@ -28,7 +28,7 @@ def table_metadata(
 ) -> dict:
     """Row count and the column schema with DuckDB's own types, for the asset's Columns tab."""
     if row_count is None:
-        row_count = connection.execute(f"select count(*) from {qualified_table}").fetchone()[0]
+        row_count = connection.execute(f"select count(*) from {qualified_table}").fetchall()[0][0]
     descriptions = descriptions or {}
     described = connection.execute(f"describe {qualified_table}").fetchall()
     columns = [
@@ -54,7 +54,7 @@ class _TransactionalDuckDbClient(DuckDbClient):
         exists = connection.execute(
             "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
             [table_slice.schema, table_slice.table],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         if exists:
             DuckDbClient.delete_table_slice(context, table_slice, connection)
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mlops_assets.ml.training import FeatureSpec, TrainingParams
+from mlops_assets.quality.rows import ColumnRule, rules_from_dictionary
 from mlops_assets.settings import resolve_project_path
 
 USE_CASE_DIR = Path(__file__).parent
@@ -55,6 +56,35 @@ class Thresholds(BaseModel):
     min_test_roc_auc: float = Field(0.70, description="Absolute quality floor on the test split.")
 
 
+class QualitySpec(BaseModel):
+    """Data-quality limits; see README "Data quality"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_quarantine_share: float = Field(
+        0.05, ge=0, le=1, description="Reject a load when more than this share of its rows is unusable."
+    )
+    min_row_ratio: float = Field(
+        0.5, gt=0, description="Fail when a load has fewer rows than this times the previous load's."
+    )
+    max_row_ratio: float = Field(
+        10.0, gt=0, description="Fail when a load has more rows than this times the previous load's."
+    )
+    max_null_share: float = Field(0.0, ge=0, le=1, description="Largest share of nulls in a feature column.")
+    distribution_tolerance_std: float = Field(
+        0.5, gt=0, description="A column's mean may move this many reference standard deviations."
+    )
+    max_shifted_share: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description=(
+            "Fail the distribution check when more than this share of columns moved: a few shifted "
+            "columns are drift (monitored, may retrain); most columns shifting means a different data set."
+        ),
+    )
+
+
 class ScoringSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +99,7 @@ class UseCase(BaseModel):
     description: str
     source: SourceSpec
     data_dictionary: str = Field(description="CSV with source_column, feature_name, description, ...")
+    code_labels: str | None = Field(None, description="CSV with code_list, code, label for coded values")
     feature_mart: str = Field(description="dbt model (alias) holding one row of features per customer")
     target: str
     features: list[FeatureSpec]
@@ -76,6 +107,7 @@ class UseCase(BaseModel):
     split: SplitSpec = SplitSpec()
     training: TrainingParams = TrainingParams()
     thresholds: Thresholds = Thresholds()
+    quality: QualitySpec = QualitySpec()
     scoring: ScoringSpec = ScoringSpec()
 
     @field_validator("name")
@@ -107,11 +139,12 @@ class UseCase(BaseModel):
     def load_data_dictionary(self) -> pd.DataFrame:
         return pd.read_csv(self.data_dictionary_path)
 
-    @property
-    def required_source_columns(self) -> list[str]:
-        """Columns every source export must have: the data dictionary's source columns."""
-        columns = self.load_data_dictionary()["source_column"].tolist()
-        return columns if self.source.id_column is None else [self.source.id_column, *columns]
+    def load_code_labels(self) -> pd.DataFrame | None:
+        return pd.read_csv(resolve_project_path(self.code_labels)) if self.code_labels else None
+
+    def row_rules(self) -> list[ColumnRule]:
+        """Per source column: data type, required, range, allowed values (quality/rows.py)."""
+        return rules_from_dictionary(self.load_data_dictionary())
 
     def readable_names(self) -> dict[str, str]:
         """Feature name -> description, for explanations and model cards."""

@@ -16,7 +16,7 @@ portfolio as (
 )
 
 select
-    customers.* exclude (load_id, loaded_at),
+    customers.* exclude (load_id, loaded_at, outlier_columns),
     portfolio.total_policies,
     portfolio.policy_types_held,
     portfolio.total_contribution_class,

@@ -1,12 +1,14 @@
 {{ config(alias='stg_customers') }}
 
--- One row per customer, typed, with the readable names of the data dictionary
--- (seeds/caravan/caravan_data_dictionary.csv). Casts fail loudly on text in a numeric column;
--- the target is null for customers whose outcome is not known yet.
+-- One row per usable customer, typed, with the readable names of the data dictionary
+-- (seeds/caravan/caravan_data_dictionary.csv). Rows quarantined at ingestion are left out (they are
+-- listed with their reasons in caravan.quarantined_customers); the target is null for customers
+-- whose outcome is not known yet.
 
 with source as (
 
     select * from {{ source('caravan', 'raw_customers') }}
+    where _quarantine_reason is null
 
 ),
 
@@ -105,6 +107,7 @@ renamed as (
             when Purchase is null or trim(Purchase) = '' then null
             else error('raw_customers.Purchase: unexpected value ''' || Purchase || ''' for customer ' || customer_id || ' (expected Yes or No)')
         end as purchased_caravan_policy,
+        _outlier_columns as outlier_columns,
         _load_id as load_id,
         _loaded_at as loaded_at
 

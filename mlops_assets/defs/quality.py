@@ -1,0 +1,189 @@
+"""Great Expectations suites as Dagster asset checks, and the validation history they append to.
+
+One multi-asset check per (use case, asset) runs the asset's suite once and reports one check per
+group of expectations (schema, completeness, valid values, ...). Checks holding a critical
+expectation are blocking: a failure stops every downstream asset, so bad data never reaches a
+model or the published scores. Every expectation result is appended to
+`<use case>.validation_results`; nothing there is ever overwritten.
+"""
+
+import json
+from datetime import UTC, datetime
+
+import dagster as dg
+import pandas as pd
+
+from mlops_assets.defs.io_managers import Warehouse
+from mlops_assets.defs.metadata import markdown_table
+from mlops_assets.defs.resources import WAREHOUSE_POOL
+from mlops_assets.ingestion import previous_accepted_load
+from mlops_assets.quality.expectations import (
+    CheckOutcome,
+    ExpectationOutcome,
+    check_is_blocking,
+    evaluate_checks,
+    load_suite,
+    suite_checks,
+    validate,
+)
+from mlops_assets.use_cases import UseCase
+
+VALIDATION_RESULTS_COLUMNS = """
+    run_id varchar, asset varchar, suite varchar, check_name varchar, expectation varchar,
+    column_name varchar, severity varchar, success boolean, observed_value varchar, threshold varchar,
+    unexpected_count bigint, unexpected_share double, unexpected_sample varchar, load_id varchar,
+    source_file varchar, validated_at timestamp
+"""
+# Raw tables are wide text; their row-level expectations need only these columns.
+RAW_CHECK_COLUMNS = ["customer_id", "_quarantine_reason", "_load_id", "_source_file"]
+
+
+def _load_of(frame: pd.DataFrame, connection, schema: str) -> tuple[str | None, str | None]:
+    """The load the validated rows came from, and its source file, for messages that name the file."""
+    column = "_load_id" if "_load_id" in frame.columns else "load_id" if "load_id" in frame.columns else None
+    if column is None or frame.empty:
+        return None, None
+    load_id = str(frame[column].iloc[0])
+    rows = connection.execute(
+        f"select source_file from {schema}.raw_customer_loads where load_id = ?", [load_id]
+    ).fetchall()
+    return load_id, rows[0][0] if rows else None
+
+
+def _outcomes_table(outcomes: list[ExpectationOutcome]) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "expectation": o.expectation.removeprefix("expect_"),
+                "column": o.column or "(table)",
+                "severity": o.severity,
+                "observed": o.observed_value,
+                "expected": o.threshold,
+                "unexpected": o.unexpected_count,
+                "sample ids": ", ".join(o.sample_ids[:5]),
+            }
+            for o in outcomes
+        ]
+    )
+
+
+def _check_result(
+    key: dg.AssetKey, outcome: CheckOutcome, load_id: str | None, source_file: str | None
+) -> dg.AssetCheckResult:
+    failed = outcome.failed
+    where = f"{source_file}: " if source_file and not outcome.passed else ""
+    metadata = {
+        "expectations": len(outcome.expectations),
+        "failed_expectations": len(failed),
+        "load_id": load_id or "",
+        "source_file": source_file or "",
+    }
+    if failed:
+        metadata["failures"] = markdown_table(_outcomes_table(failed[:50]))
+    return dg.AssetCheckResult(
+        asset_key=key,
+        check_name=outcome.check.name,
+        passed=outcome.passed,
+        severity=dg.AssetCheckSeverity.ERROR if outcome.blocking else dg.AssetCheckSeverity.WARN,
+        description=where + outcome.summary(),
+        metadata=metadata,
+    )
+
+
+def _record(connection, schema: str, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows)
+    connection.register("validation_rows", frame)
+    connection.execute(
+        f"create table if not exists {schema}.validation_results ({VALIDATION_RESULTS_COLUMNS})"
+    )
+    connection.execute(f"insert into {schema}.validation_results by name select * from validation_rows")
+    connection.unregister("validation_rows")
+
+
+def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    """The asset checks of one suite, run together (GX is set up once per process, not per check)."""
+    suite = load_suite(use_case.name, asset)
+    schema = use_case.name
+    is_raw = asset == "raw_customers"
+    specs = [
+        dg.AssetCheckSpec(
+            name=check.name,
+            asset=key,
+            blocking=check_is_blocking(suite, check),
+            description=check.description,
+        )
+        for check in suite_checks(suite)
+    ]
+    table = f"{schema}.{key.path[-1]}"
+    selected = ", ".join(RAW_CHECK_COLUMNS) if is_raw else "*"
+
+    @dg.multi_asset_check(
+        specs=specs,
+        name=f"{schema}__{asset}__expectations",
+        description=f"Great Expectations suite {suite['name']} (quality/suites/{schema}/{asset}.json)",
+        pool=WAREHOUSE_POOL,
+    )
+    def expectations_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse):
+        parameters, schema_columns = {}, None
+        with warehouse.get_connection() as connection:
+            frame = connection.execute(f"select {selected} from {table}").fetchdf()
+            load_id, source_file = _load_of(frame, connection, schema)
+            if is_raw:
+                schema_columns = [r[0] for r in connection.execute(f"describe {table}").fetchall()]
+                previous = (
+                    previous_accepted_load(connection, schema, load_id, key.to_user_string())
+                    if load_id
+                    else None
+                )
+                quality = use_case.quality
+                parameters = {
+                    "min_rows": int(previous.row_count * quality.min_row_ratio)
+                    if previous is not None
+                    else 1,
+                    "max_rows": int(previous.row_count * quality.max_row_ratio)
+                    if previous is not None
+                    else None,
+                }
+            outcomes = validate(frame, suite, parameters=parameters, schema_columns=schema_columns)
+            checks = evaluate_checks(suite, outcomes)
+            now = datetime.now(UTC).replace(tzinfo=None)
+            _record(
+                connection,
+                schema,
+                [
+                    {
+                        "run_id": context.run.run_id,
+                        "asset": key.to_user_string(),
+                        "suite": suite["name"],
+                        "check_name": o.check,
+                        "expectation": o.expectation,
+                        "column_name": o.column,
+                        "severity": o.severity,
+                        "success": o.success,
+                        "observed_value": o.observed_value,
+                        "threshold": o.threshold,
+                        "unexpected_count": o.unexpected_count,
+                        "unexpected_share": o.unexpected_share,
+                        "unexpected_sample": json.dumps(o.sample_ids),
+                        "load_id": load_id,
+                        "source_file": source_file,
+                        "validated_at": now,
+                    }
+                    for o in outcomes
+                ],
+            )
+        for outcome in checks:
+            yield _check_result(key, outcome, load_id, source_file)
+
+    return expectations_check
+
+
+def build_quality_checks(use_case: UseCase) -> list[dg.AssetChecksDefinition]:
+    name = use_case.name
+    targets = {
+        "raw_customers": dg.AssetKey([name, "raw_customers"]),
+        "stg_customers": dg.AssetKey([name, "stg_customers"]),
+        "customer_features": dg.AssetKey([name, use_case.feature_mart]),
+        "customer_scores": dg.AssetKey([name, "customer_scores"]),
+    }
+    return [build_suite_checks(use_case, asset, key) for asset, key in targets.items()]

@@ -1,0 +1,190 @@
+"""Row-level rules for a customer export, derived from the use case's data dictionary.
+
+Rules (documented in the README, section "Data quality"):
+- required value missing (null or blank) -> quarantined;
+- value not of the column's data type (whole number, number, boolean) -> quarantined;
+- value outside [min_value, max_value] or not in allowed_values -> quarantined;
+- duplicated customer id (exports that carry ids): the last row in file order is kept as the
+  customer's current record, every earlier row is quarantined as superseded;
+- outliers (flagged, kept): a numeric value whose robust z-score |x - median| / (1.4826 * MAD),
+  computed over the load, exceeds OUTLIER_ROBUST_Z; columns with MAD 0 (mostly one value) are skipped.
+
+Everything is one DuckDB query over the loaded rows, so it stays fast at millions of rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import duckdb
+import pandas as pd
+
+OUTLIER_ROBUST_Z = 5.0
+
+_TYPE_CHECKS = {
+    "integer": ("try_cast({v} as bigint) is null", "is not a whole number"),
+    "float": ("try_cast({v} as double) is null", "is not a number"),
+    "boolean": ("try_cast({v} as boolean) is null", "is not true/false"),
+    "string": (None, None),
+}
+_CASTS = {"integer": "bigint", "float": "double", "boolean": "boolean", "string": "varchar"}
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    column: str
+    data_type: str
+    required: bool
+    min_value: float | None
+    max_value: float | None
+    allowed_values: tuple[str, ...]
+
+
+def rules_from_dictionary(dictionary: pd.DataFrame) -> list[ColumnRule]:
+    rules = []
+    for row in dictionary.itertuples(index=False):
+        allowed = getattr(row, "allowed_values", None)
+        rules.append(
+            ColumnRule(
+                column=row.source_column,
+                data_type=getattr(row, "data_type", "string") or "string",
+                required=str(getattr(row, "required", True)).strip().lower() not in ("false", "0", "no"),
+                min_value=None if pd.isna(row.min_value) else float(row.min_value),
+                max_value=None if pd.isna(row.max_value) else float(row.max_value),
+                allowed_values=tuple(str(allowed).split("|")) if isinstance(allowed, str) and allowed else (),
+            )
+        )
+    return rules
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _problem_expression(rule: ColumnRule) -> str:
+    """SQL yielding a reason text when the row breaks the column's rule, else NULL."""
+    value = f"nullif(trim(cast({_quote(rule.column)} as varchar)), '')"
+    shown = f"'''' || {value} || ''''"
+    cases = []
+    if rule.required:
+        cases.append(f"when {value} is null then 'missing'")
+    type_check, type_reason = _TYPE_CHECKS.get(rule.data_type, (None, None))
+    if type_check:
+        cases.append(
+            f"when {value} is not null and {type_check.format(v=value)} then {shown} || ' {type_reason}'"
+        )
+    if rule.data_type in ("integer", "float") and (rule.min_value is not None or rule.max_value is not None):
+        number = f"try_cast({value} as double)"
+        bounds = []
+        if rule.min_value is not None:
+            bounds.append(f"{number} < {rule.min_value}")
+        if rule.max_value is not None:
+            bounds.append(f"{number} > {rule.max_value}")
+        low = "-inf" if rule.min_value is None else f"{rule.min_value:g}"
+        high = "inf" if rule.max_value is None else f"{rule.max_value:g}"
+        cases.append(f"when {' or '.join(bounds)} then {value} || ' is outside {low}..{high}'")
+    if rule.allowed_values:
+        allowed = ", ".join(_literal(v) for v in rule.allowed_values)
+        cases.append(
+            f"when {value} is not null and {value} not in ({allowed}) "
+            f"then {shown} || ' is not one of {'/'.join(rule.allowed_values)}'"
+        )
+    if not cases:
+        return "null"
+    return f"case {' '.join(cases)} end"
+
+
+def find_row_problems(
+    connection: duckdb.DuckDBPyConnection, relation: str, rules: list[ColumnRule], deduplicate_ids: bool
+) -> None:
+    """Create temp table `_row_problems` (customer_id, source_row, column_name, raw_value, reason).
+
+    `relation` must have customer_id and source_row (1-based data row number in the file).
+    """
+    selects = [
+        f"""select customer_id, source_row, {_literal(rule.column)} as column_name,
+                   cast({_quote(rule.column)} as varchar) as raw_value, {_problem_expression(rule)} as reason
+            from {relation}"""
+        for rule in rules
+    ]
+    if deduplicate_ids:
+        selects.append(
+            f"""select customer_id, source_row, 'customer_id' as column_name, customer_id as raw_value,
+                       'duplicate customer id, superseded by row ' || last_row as reason
+                from (select customer_id, source_row,
+                             max(source_row) over (partition by customer_id) as last_row
+                      from {relation})
+                where source_row < last_row"""
+        )
+    union = "\nunion all\n".join(f"select * from ({s}) where reason is not null" for s in selects)
+    connection.execute(f"create or replace temp table _row_problems as {union}")
+
+
+def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: list[ColumnRule]) -> None:
+    """Create temp table `_outliers` (customer_id, column_name, value, robust_z) for kept rows."""
+    numeric = [r for r in rules if r.data_type in ("integer", "float")]
+    if not numeric:
+        connection.execute(
+            "create or replace temp table _outliers "
+            "(customer_id varchar, column_name varchar, value double, robust_z double)"
+        )
+        return
+    values = ", ".join(
+        f"try_cast(nullif(trim(cast({_quote(r.column)} as varchar)), '') as double) as {_quote(r.column)}"
+        for r in numeric
+    )
+    columns = ", ".join(_quote(r.column) for r in numeric)
+    connection.execute(
+        f"""
+        create or replace temp table _outliers as
+        with numeric_values as (select customer_id, {values} from {relation}),
+        long as (unpivot numeric_values on {columns} into name column_name value value),
+        stats as (
+            select column_name, median(value) as center,
+                   1.4826 * median(abs(value - m)) as scale
+            from (select column_name, value, median(value) over (partition by column_name) as m from long)
+            group by column_name
+        )
+        select long.customer_id, long.column_name, long.value,
+               abs(long.value - stats.center) / stats.scale as robust_z
+        from long join stats using (column_name)
+        where stats.scale > 0 and abs(long.value - stats.center) / stats.scale > {OUTLIER_ROBUST_Z}
+        """
+    )
+
+
+def _problem_kind(reasons: pd.Series) -> pd.Series:
+    """'abc' is not a whole number -> is not a whole number; 60 is outside 0..9 -> is outside 0..9."""
+    kind = reasons.str.extract(r"^(?:'.*'|\S+) (is .*)$", expand=False).fillna(reasons)
+    return kind.str.replace(r"^duplicate customer id.*", "duplicate customer id (superseded)", regex=True)
+
+
+def summarize_problems(problems: pd.DataFrame, limit: int = 5) -> str:
+    """Human summary: per column and kind of problem, how many rows and the first one."""
+    if problems.empty:
+        return "no problems"
+    grouped = (
+        problems.assign(kind=_problem_kind(problems["reason"]))
+        .sort_values("source_row")
+        .groupby(["column_name", "kind"], sort=False)
+        .agg(
+            rows=("source_row", "nunique"),
+            first_row=("source_row", "first"),
+            customer=("customer_id", "first"),
+            value=("raw_value", "first"),
+        )
+        .reset_index()
+        .sort_values(["rows", "first_row"], ascending=[False, True])
+    )
+    parts = [
+        f"column {g.column_name}: {g.rows} row(s) {g.kind} "
+        f"(first: data row {g.first_row}, customer {g.customer}, value {g.value!r})"
+        for g in grouped.head(limit).itertuples(index=False)
+    ]
+    if len(grouped) > limit:
+        parts.append(f"and {len(grouped) - limit} more kinds of problem")
+    return "; ".join(parts)
