@@ -90,9 +90,7 @@ def timed(label: str, rows: int, run) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--features", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=200)
@@ -106,9 +104,7 @@ def main() -> None:
 
     started = time.perf_counter()
     frame, specs = synthetic_population(args.rows, args.features)
-    print(
-        f"population: {args.rows:,} rows x {args.features} features in {time.perf_counter() - started:.1f} s"
-    )
+    print(f"population: {args.rows:,} rows x {args.features} features in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     booster = train_fixed_size(frame.iloc[: args.train_rows], specs, args.rounds, args.leaves)
     leaves, depth = tree_shape(booster)
@@ -118,9 +114,7 @@ def main() -> None:
     )
     names = {f.name: f"Readable name of {f.name}" for f in specs}
 
-    _, scores = timed(
-        "score everyone (predict_proba)", args.rows, lambda: predict_proba(booster, frame, specs)
-    )
+    _, scores = timed("score everyone (predict_proba)", args.rows, lambda: predict_proba(booster, frame, specs))
     explained_rows = int(args.top_share * args.rows)
     seconds, explained = timed(
         f"reasons for the top {args.top_share:.0%} (explain_top_share, defaults)",

@@ -1,4 +1,17 @@
-"""Command line: `mlops run` materializes a use case's whole graph, as `make run` does."""
+"""The `mlops` command: run pipelines, decide on models, and answer audit questions.
+
+    mlops run [--use-case caravan] [--source FILE --format csv|parquet]
+    mlops models                                   every model with status, metrics, decision
+    mlops approve  --version V --approver NAME [--comment TEXT]
+    mlops reject   --version V --reviewer NAME [--comment TEXT]
+    mlops rollback --version V --actor NAME [--comment TEXT]
+    mlops model-card --version V
+    mlops audit --customer ID [--date YYYY-MM-DD]
+    mlops quality-suites                           regenerate the Great Expectations suites
+
+Decisions run the same Dagster jobs as the UI (recorded in the Dagster instance of DAGSTER_HOME, by
+default dagster_home/), so scores are re-published with the new champion straight away.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +22,8 @@ from pathlib import Path
 
 from mlops_assets.settings import PROJECT_ROOT
 
+QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
 
 def _instance():
     import dagster as dg
@@ -17,44 +32,152 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def run_pipeline(args: argparse.Namespace) -> int:
+def _root_message(error) -> str:
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return error.message.strip() if error is not None else "failed"
+
+
+def failure_lines(result) -> list[str]:
+    """What went wrong in a run: each failed step's underlying error and each failed check."""
+    lines = []
+    for event in result.all_events:
+        if event.is_step_failure:
+            lines.append(f"step {event.step_key}: {_root_message(event.step_failure_data.error)}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.asset_check_evaluation_data
+            if not evaluation.passed:
+                key = evaluation.asset_key.to_user_string()
+                lines.append(f"check {key}:{evaluation.check_name}: {evaluation.description}")
+    return lines
+
+
+def _execute(job_name: str, run_config: dict, tags: dict | None = None):
     from mlops_assets.definitions import defs
-    from mlops_assets.defs.jobs import pipeline_job_name
+
+    job = defs.resolve_job_def(job_name)
+    result = job.execute_in_process(
+        instance=_instance(), run_config={**QUIET_LOGS, **run_config}, tags=tags, raise_on_error=False
+    )
+    if not result.success:
+        print(f"\nRun {result.run_id} failed.", file=sys.stderr)
+        for line in failure_lines(result):
+            print(f"  {line}", file=sys.stderr)
+        print("The last published scores, if any, were left untouched.", file=sys.stderr)
+    return result
+
+
+def _published_summary(use_case_name: str, run_id: str) -> str:
     from mlops_assets.defs.scoring import MARKETING_QUERY
     from mlops_assets.settings import Settings
-    from mlops_assets.use_cases import get_use_case
 
-    use_case = get_use_case(args.use_case)
-    run_config: dict = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
-    if args.source:
-        ingestion_config = {"source_path": os.path.abspath(args.source)}
-        if args.format:
-            ingestion_config["source_format"] = args.format
-        run_config["ops"] = {f"{use_case.name}__raw_customers": {"config": ingestion_config}}
-    job = defs.resolve_job_def(pipeline_job_name(use_case))
-    result = job.execute_in_process(instance=_instance(), run_config=run_config, raise_on_error=False)
     settings = Settings.from_env()
-    if not result.success:
-        failed = [event for event in result.all_events if event.is_step_failure]
-        print(f"\nRun {result.run_id} failed.", file=sys.stderr)
-        for event in failed:
-            error = event.step_failure_data.error
-            print(f"  step {event.step_key}: {error.message.strip() if error else 'failed'}", file=sys.stderr)
-        print("The last published scores, if any, were left untouched.", file=sys.stderr)
-        return 1
-    published = settings.published_dir / f"{use_case.name}.duckdb"
+    published = settings.published_dir / f"{use_case_name}.duckdb"
     duckdb_cli = Path(sys.executable).with_name("duckdb")
-    print(
-        f"""
-Run {result.run_id} succeeded.
+    return f"""
+Run {run_id} succeeded.
   Warehouse (DuckDB):   {settings.duckdb_path}
-  Score table:          {use_case.name}.customer_scores in the warehouse
+  Score table:          {use_case_name}.customer_scores in the warehouse
   Published for marketing (safe to read while pipelines run):
                         {published}  (table customer_scores, model info in table publication)
   Try:
     {duckdb_cli} -readonly {published} "{MARKETING_QUERY} LIMIT 20"
 """
-    )
+
+
+def run_pipeline(args: argparse.Namespace) -> int:
+    from mlops_assets.defs.jobs import pipeline_job_name
+    from mlops_assets.use_cases import get_use_case
+
+    use_case = get_use_case(args.use_case)
+    run_config: dict = {}
+    if args.source:
+        ingestion_config = {"source_path": os.path.abspath(args.source)}
+        if args.format:
+            ingestion_config["source_format"] = args.format
+        run_config["ops"] = {f"{use_case.name}__raw_customers": {"config": ingestion_config}}
+    result = _execute(pipeline_job_name(use_case), run_config)
+    if not result.success:
+        return 1
+    print(_published_summary(use_case.name, result.run_id))
+    return 0
+
+
+def decide_on_model(args: argparse.Namespace) -> int:
+    from mlops_assets.defs.jobs import approval_job_name, rollback_job_name
+    from mlops_assets.use_cases import get_use_case
+
+    use_case = get_use_case(args.use_case)
+    actor = args.approver if args.command == "approve" else args.reviewer if args.command == "reject" else args.actor
+    config = {"action": args.command, "model_version": args.version, "actor": actor, "comment": args.comment}
+    job_name = rollback_job_name(use_case) if args.command == "rollback" else approval_job_name(use_case)
+    result = _execute(job_name, {"ops": {f"{use_case.name}__champion_model": {"config": config}}})
+    if not result.success:
+        return 1
+    print(f"{args.command}: {args.version} by {actor} recorded.")
+    if args.command != "reject":
+        print(_published_summary(use_case.name, result.run_id))
+    return 0
+
+
+def _read_only_warehouse():
+    import duckdb
+
+    from mlops_assets.settings import Settings
+
+    path = Settings.from_env().duckdb_path
+    if not path.exists():
+        raise SystemExit(f"{path}: no warehouse yet; run `mlops run` first")
+    return duckdb.connect(str(path), read_only=True)
+
+
+def list_models(args: argparse.Namespace) -> int:
+    from mlops_assets.registry import models_overview
+
+    with _read_only_warehouse() as connection:
+        print(models_overview(connection, args.use_case).to_string(index=False))
+    return 0
+
+
+def show_model_card(args: argparse.Namespace) -> int:
+    from mlops_assets.lifecycle import model_card
+    from mlops_assets.use_cases import get_use_case
+
+    with _read_only_warehouse() as connection:
+        print(model_card(connection, get_use_case(args.use_case), args.version))
+    return 0
+
+
+def audit(args: argparse.Namespace) -> int:
+    import json
+
+    from mlops_assets.registry import audit_customer
+
+    with _read_only_warehouse() as connection:
+        rows = audit_customer(connection, args.use_case, args.customer, args.date)
+    if rows.empty:
+        print(f"No published score for customer {args.customer}" + (f" on {args.date}" if args.date else ""))
+        return 1
+    for row in rows.itertuples(index=False):
+        reasons = json.loads(row.reasons) if row.reasons else []
+        fairness = json.loads(row.fairness) if row.fairness else {}
+        fairness_text = "passed" if fairness.get("passed") else "failed" if fairness else "n/a"
+        ratio = fairness.get("demographic_parity_ratio")
+        reason_text = "; ".join(f"{r['label']} = {r['value']} ({r['contribution']:+.3f})" for r in reasons)
+        print(
+            f"""
+Published {row.published_at} (publication {row.publication_id})
+  Score {row.score:.4f}, rank {row.rank}, decile {row.decile}
+  Model {row.model_version} (sha256 {row.model_sha256}), trained {row.trained_at}
+    training data: {row.training_rows} labelled customers, window {row.training_window},
+                   fingerprint {row.training_set_fingerprint}
+    trigger: {row.trigger} {row.trigger_reason}; code {row.code_version}; training run {row.training_run_id}
+  Validation: {row.validation_decision} against {row.validated_against or "no champion"} at {row.validated_at}
+    {"; ".join(json.loads(row.validation_reasons)) if row.validation_reasons else ""}
+    fairness: {fairness_text}, selection-rate ratio {f"{ratio:.2f}" if ratio is not None else "n/a"}
+  Approved by {row.approved_by} at {row.approved_at}: {row.approval_reason}
+  Reasons for this score: {reason_text or "not explained (outside the explained top share)"}"""
+        )
     return 0
 
 
@@ -77,21 +200,35 @@ def generate_quality_suites(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mlops", description=__doc__)
+    parser = argparse.ArgumentParser(prog="mlops", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="materialize a use case end to end and publish its scores")
-    run.add_argument("--use-case", default="caravan")
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text)
+        sub.add_argument("--use-case", default="caravan")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    run = command("run", run_pipeline, "materialize a use case end to end and publish its scores")
     run.add_argument("--source", help="load this CSV or Parquet export instead of the use case's default")
     run.add_argument("--format", choices=["csv", "parquet"], help="format of --source")
-    run.set_defaults(handler=run_pipeline)
-    suites = commands.add_parser(
+    command("models", list_models, "list every model with its status, metrics and latest decision")
+    for name, person in (("approve", "approver"), ("reject", "reviewer"), ("rollback", "actor")):
+        sub = command(name, decide_on_model, f"{name} a model (recorded with who and why)")
+        sub.add_argument("--version", required=True, help="model version")
+        sub.add_argument(f"--{person}", required=True, help="your name, recorded in the audit trail")
+        sub.add_argument("--comment", default="", help="why, recorded in the audit trail")
+    card = command("model-card", show_model_card, "print a model version's model card (markdown)")
+    card.add_argument("--version", required=True)
+    audit_command = command("audit", audit, "every score published for a customer, with the full chain")
+    audit_command.add_argument("--customer", required=True)
+    audit_command.add_argument("--date", help="only scores published on this date (YYYY-MM-DD)")
+    suites = command(
         "quality-suites",
-        help="(re)generate a use case's Great Expectations suites from its data dictionary and the "
-        "accepted data in the warehouse (run the pipeline on reference data first)",
+        generate_quality_suites,
+        "(re)generate the Great Expectations suites from the data dictionary and accepted reference data",
     )
-    suites.add_argument("--use-case", default="caravan")
     suites.add_argument("--warehouse", help="DuckDB file to profile (default: the local warehouse)")
-    suites.set_defaults(handler=generate_quality_suites)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -119,9 +119,7 @@ def _read_source(
         _check_columns(path, header, required, delimiter)
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if duplicated:
-            raise SourceDataError(
-                f"{path}: column(s) {', '.join(duplicated)} appear more than once in the header"
-            )
+            raise SourceDataError(f"{path}: column(s) {', '.join(duplicated)} appear more than once in the header")
         # An explicit dialect and all columns as text: no sniffing that guesses differently per load,
         # values kept exactly as exported, and errors that name the offending line.
         columns = "{" + ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in header) + "}"
@@ -137,13 +135,9 @@ def _read_source(
         return header
     if source_format == "parquet":
         try:
-            connection.execute(
-                f"create or replace temp table _source as select * from read_parquet({literal})"
-            )
+            connection.execute(f"create or replace temp table _source as select * from read_parquet({literal})")
         except duckdb.Error as error:
-            raise SourceDataError(
-                f"{path}: cannot be read as Parquet: {str(error).splitlines()[0]}"
-            ) from error
+            raise SourceDataError(f"{path}: cannot be read as Parquet: {str(error).splitlines()[0]}") from error
         columns = [row[0] for row in connection.execute("describe _source").fetchall()]
         _check_columns(path, columns, required, delimiter)
         return columns
@@ -232,9 +226,7 @@ def load_source(
     try:
         connection.execute(f"create schema if not exists {schema}")
         connection.execute(f"create table if not exists {schema}.raw_customer_loads ({LOAD_LOG_COLUMNS})")
-        connection.execute(
-            f"create table if not exists {schema}.quarantined_customers ({QUARANTINE_COLUMNS})"
-        )
+        connection.execute(f"create table if not exists {schema}.quarantined_customers ({QUARANTINE_COLUMNS})")
         connection.execute(
             f"""insert into {schema}.quarantined_customers
                 select ?, ?, source_row, customer_id, column_name, raw_value, reason, ?
@@ -244,9 +236,7 @@ def load_source(
         outlier_rows = 0
         if not rejected:
             find_outliers(connection, "_identified", rules)
-            outlier_rows = connection.execute("select count(distinct customer_id) from _outliers").fetchall()[
-                0
-            ][0]
+            outlier_rows = connection.execute("select count(distinct customer_id) from _outliers").fetchall()[0][0]
             connection.execute(
                 f"""
                 create or replace table {table} as

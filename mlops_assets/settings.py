@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -36,3 +38,24 @@ def resolve_project_path(path: str | Path) -> Path:
     """Relative paths in use-case files are relative to the project root, not the working directory."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else PROJECT_ROOT / path
+
+
+@cache
+def code_version() -> str:
+    """The git commit of the code (with `-dirty` if tracked files changed), or MLOPS_CODE_VERSION."""
+    if os.environ.get("MLOPS_CODE_VERSION"):
+        return os.environ["MLOPS_CODE_VERSION"]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")

@@ -107,9 +107,7 @@ def tenfold_row_drop(frame, directory):
 def swapped_distributions(frame, directory, caravan=None):
     """Same columns and valid codes, but another population: every value drawn uniformly in range."""
     rng = np.random.default_rng(7)
-    dictionary = pd.read_csv(
-        Path(__file__).parents[1] / "dbt_project/seeds/caravan/caravan_data_dictionary.csv"
-    )
+    dictionary = pd.read_csv(Path(__file__).parents[1] / "dbt_project/seeds/caravan/caravan_data_dictionary.csv")
     swapped = frame.copy()
     for row in dictionary.itertuples():
         if row.value_type != "target":
@@ -171,8 +169,7 @@ def platform(tmp_path_factory):
 def _state(harness) -> tuple:
     published = read_published(
         harness.settings.published_dir / "caravan.duckdb",
-        "select (select model_version from publication) v, sum(hash(customer_id, score)) h "
-        "from customer_scores",
+        "select (select model_version from publication) v, sum(hash(customer_id, score)) h from customer_scores",
     )
     with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
         model = connection.execute("select model_version, sha256 from caravan.propensity_model").fetchall()
@@ -200,9 +197,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(platform, case, tmp_path):
     before = _state(platform)
     path = case.build(bundled, tmp_path)
     config = {"source_path": str(path), **(case.run_config or {})}
-    result = platform.run(
-        run_config={"ops": {"caravan__raw_customers": {"config": config}}}, raise_on_error=False
-    )
+    result = platform.run(run_config={"ops": {"caravan__raw_customers": {"config": config}}}, raise_on_error=False)
     assert not result.success
     message = failure_messages(result)
     for fragment in case.expected:
@@ -214,9 +209,7 @@ def test_unknown_extra_column_warns_and_the_run_goes_on(platform, tmp_path):
     bundled = pd.read_csv(Path(__file__).parents[1] / "data/caravan/caravan.csv")
     path = _csv(bundled.assign(campaign_code="X"), tmp_path / "with_campaign_code.csv")
     (_, scores_before), models_before = _state(platform)
-    result = platform.run(
-        run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(path)}}}}
-    )
+    result = platform.run(run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(path)}}}})
     assert result.success
     warnings = [
         e.asset_check_evaluation_data

@@ -16,9 +16,7 @@ def test_splits_are_stratified_with_exact_shares():
     split = assign_splits(ids, labels, (0.6, 0.2, 0.2), seed=7)
     counts = pd.crosstab(split, labels)
     assert counts.loc["train", 1] == 36 and counts.loc["validation", 1] == 12 and counts.loc["test", 1] == 12
-    assert (
-        counts.loc["train", 0] == 564 and counts.loc["validation", 0] == 188 and counts.loc["test", 0] == 188
-    )
+    assert counts.loc["train", 0] == 564 and counts.loc["validation", 0] == 188 and counts.loc["test", 0] == 188
 
 
 def test_splits_depend_on_ids_and_seed_not_on_row_order():

@@ -275,9 +275,7 @@ def test_profile_survives_a_json_round_trip_with_identical_results():
     current = reference.assign(x=reference["x"] * 1.3, region=rng.choice(["A", "B", "Z"], 5000))
     profile = build_reference_profile(reference, features)
     stored = json.loads(json.dumps(profile, allow_nan=False))
-    pd.testing.assert_frame_equal(
-        compare_to_reference(stored, current), compare_to_reference(profile, current)
-    )
+    pd.testing.assert_frame_equal(compare_to_reference(stored, current), compare_to_reference(profile, current))
 
 
 def test_score_drift():
@@ -330,9 +328,7 @@ def caravan_features():
     use_case = get_use_case("caravan")
     dictionary = use_case.load_data_dictionary()
     raw = pd.read_csv(resolve_project_path(use_case.source.path))
-    frame = raw.rename(
-        columns=dict(zip(dictionary["source_column"], dictionary["feature_name"], strict=True))
-    )
+    frame = raw.rename(columns=dict(zip(dictionary["source_column"], dictionary["feature_name"], strict=True)))
     exported = [feature for feature in use_case.features if feature.name in frame.columns]
     assert "avg_age_class" in {feature.name for feature in exported}
     assert len(exported) > 0.8 * len(use_case.features)

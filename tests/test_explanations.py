@@ -86,9 +86,7 @@ def test_contributions_add_up_to_the_raw_score(model, scored):
     np.testing.assert_allclose(contributions.sum(axis=1).to_numpy(), raw, rtol=0, atol=1e-6)
     # ... and so, with the class-weighting offset, to the published score.
     probability = 1 / (1 + np.exp(-(contributions.sum(axis=1) + model.score_offset)))
-    np.testing.assert_allclose(
-        probability, predict_proba(model.booster, scored, FEATURES, model.score_offset)
-    )
+    np.testing.assert_allclose(probability, predict_proba(model.booster, scored, FEATURES, model.score_offset))
     assert (contributions["customer_subtype"] != 0).any()  # the categorical feature is explained
 
 
@@ -126,6 +124,7 @@ def test_reasons_are_the_largest_contributions(model, scored, names, only_positi
 
 
 def test_labels_and_values_are_readable(model, scored, names):
+    names = {k: v for k, v in names.items() if k != "total_policies"}  # a feature without a readable name
     reasons = top_reasons(model.booster, scored, FEATURES, names, k=5, only_positive=False)
     for i in range(1, 6):
         features, labels = reasons[f"reason_{i}_feature"], reasons[f"reason_{i}_label"]

@@ -92,7 +92,10 @@ def test_both_sides_of_the_selection_rate_bound(bound, passed):
     # Selection rates 10% and 8.5%: ratio 0.85.
     y, scores, groups, share = customers_with({"a": (1000, 100, 50, 20), "b": (1000, 85, 50, 20)})
     result = evaluate_fairness(
-        y, scores, groups, FairnessBounds(min_selection_rate_ratio=bound, top_share=share)
+        y,
+        scores,
+        groups,
+        FairnessBounds(min_selection_rate_ratio=bound, top_share=share, require_significance=False),
     )
     assert result.demographic_parity_ratio == pytest.approx(0.85)
     assert result.passed is passed
@@ -128,7 +131,7 @@ def test_small_groups_are_reported_but_not_gated():
     assert table.loc["tiny", "selection_rate"] == 0.0  # still reported
     assert "group=tiny (50)" in result.notes[0]
 
-    gating_it = FairnessBounds(min_group_size=50, min_group_buyers=5, top_share=share)
+    gating_it = FairnessBounds(min_group_size=50, min_group_buyers=5, top_share=share, require_significance=False)
     failed = evaluate_fairness(y, scores, groups, gating_it)
     assert not failed.passed and "group=tiny" in failed.reasons[0]
 
@@ -161,9 +164,7 @@ def test_fewer_than_two_gated_groups_compare_nothing():
 
 
 def test_nobody_of_the_gated_groups_selected_fails():
-    y, scores, groups, share = customers_with(
-        {"a": (1000, 0, 50, 0), "b": (1000, 0, 50, 0), "tiny": (30, 30, 3, 3)}
-    )
+    y, scores, groups, share = customers_with({"a": (1000, 0, 50, 0), "b": (1000, 0, 50, 0), "tiny": (30, 30, 3, 3)})
     result = evaluate_fairness(y, scores, groups, FairnessBounds(top_share=share))
     assert not result.passed and "no customer of any gated group (group=a, group=b)" in result.reasons[0]
 
@@ -175,3 +176,18 @@ def test_invalid_inputs_are_rejected():
         fairness_table(np.zeros(3), np.arange(3.0), pd.Series([1.0, None, 2.0]))
     with pytest.raises(ValueError, match="0/1"):
         fairness_table(np.array([0, 2, 1]), np.arange(3.0), np.array([1, 1, 2]))
+
+
+def test_a_ratio_below_the_bound_fails_only_when_significant():
+    # Ratio 0.7 both times; with 70 vs 100 selected customers chance can explain it, with
+    # 7,000 vs 10,000 it cannot.
+    small = customers_with({"a": (1000, 100, 50, 20), "b": (1000, 70, 50, 20)})
+    large = customers_with({"a": (100_000, 10_000, 50, 20), "b": (100_000, 7_000, 50, 20)})
+    for (y, scores, groups, share), passed in [(small, True), (large, False)]:
+        result = evaluate_fairness(y, scores, groups, FairnessBounds(top_share=share))
+        assert result.demographic_parity_ratio == pytest.approx(0.7)
+        assert result.passed is passed
+        if passed:
+            assert any("not significantly" in note and "upper bound" in note for note in result.notes)
+        else:
+            assert "95% upper bound 0.7" in result.reasons[0]

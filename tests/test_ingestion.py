@@ -42,9 +42,7 @@ def test_loads_rows_as_text_with_row_position_ids_and_logs_the_load(caravan, sam
     assert loaded["customer_id"].tolist()[:3] == ["CV0000001", "CV0000002", "CV0000003"]
     assert loaded["MOSTYPE"].tolist() == sample["MOSTYPE"].astype(str).tolist()
     assert set(loaded["_load_id"]) == {"load-1"} and loaded["_quarantine_reason"].isna().all()
-    log = connection.execute(
-        "select load_id, row_count, status, sha256 from caravan.raw_customer_loads"
-    ).fetchall()
+    log = connection.execute("select load_id, row_count, status, sha256 from caravan.raw_customer_loads").fetchall()
     assert log == [("load-1", 200, "accepted", load.sha256)]
 
 
@@ -105,9 +103,7 @@ def test_too_many_bad_rows_reject_the_load_and_keep_the_previous_table(caravan, 
         200,
         "load-1",
     )
-    statuses = connection.execute(
-        "select load_id, status from caravan.raw_customer_loads order by 1"
-    ).fetchall()
+    statuses = connection.execute("select load_id, status from caravan.raw_customer_loads order by 1").fetchall()
     assert statuses == [("load-1", "accepted"), ("load-2", "rejected")]
 
 

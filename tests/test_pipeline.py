@@ -40,7 +40,7 @@ def test_stored_model_verifies_and_reproduces_the_published_scores(completed_pip
     with _warehouse(completed_pipeline) as connection:
         record = connection.execute("select * from caravan.propensity_model").fetchdf().iloc[0].to_dict()
         features = connection.execute("select * from caravan.customer_features").fetchdf()
-        history = connection.execute("select model_version from caravan.model_artifacts").fetchall()
+        history = connection.execute("select model_version from caravan.model_registry").fetchall()
     artifact = ModelArtifact.from_record(record)
     assert sha256_text(artifact.model_text) == artifact.sha256
     assert (artifact.model_version,) in history
@@ -50,17 +50,14 @@ def test_stored_model_verifies_and_reproduces_the_published_scores(completed_pip
     )
     assert set(published["model_version"]) == {artifact.model_version}
     rescored = pd.Series(artifact.predict(features), index=features["customer_id"])
-    assert np.allclose(
-        rescored.loc[published["customer_id"]].to_numpy(), published["score"].to_numpy(), atol=1e-12
-    )
+    assert np.allclose(rescored.loc[published["customer_id"]].to_numpy(), published["score"].to_numpy(), atol=1e-12)
 
 
 def test_training_split_is_recorded_and_stratified(completed_pipeline):
     with _warehouse(completed_pipeline) as connection:
         split = (
             connection.execute(
-                "select split, count(*) n, sum(purchased_caravan_policy) buyers "
-                "from caravan.training_set group by 1"
+                "select split, count(*) n, sum(purchased_caravan_policy) buyers from caravan.training_set group by 1"
             )
             .fetchdf()
             .set_index("split")
@@ -87,9 +84,7 @@ def test_missing_source_fails_clearly_and_keeps_published_scores(completed_pipel
     published = completed_pipeline.settings.published_dir / "caravan.duckdb"
     before = read_published(published, "select * from publication")
     result = completed_pipeline.run(
-        run_config={
-            "ops": {"caravan__raw_customers": {"config": {"source_path": str(tmp_path / "gone.csv")}}}
-        },
+        run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(tmp_path / "gone.csv")}}}},
         raise_on_error=False,
     )
     assert not result.success
@@ -101,9 +96,7 @@ def test_missing_source_fails_clearly_and_keeps_published_scores(completed_pipel
 
 
 def test_quality_floor_gate_blocks_scoring_when_the_model_is_too_weak(caravan, tmp_path):
-    strict = caravan.model_copy(
-        update={"thresholds": caravan.thresholds.model_copy(update={"min_test_roc_auc": 0.99})}
-    )
+    strict = caravan.model_copy(update={"thresholds": caravan.thresholds.model_copy(update={"min_test_roc_auc": 0.99})})
     harness = make_harness(tmp_path, use_cases=(strict,))
     result = harness.run(raise_on_error=False)
     checks = {
@@ -115,11 +108,7 @@ def test_quality_floor_gate_blocks_scoring_when_the_model_is_too_weak(caravan, t
     materialized = (
         {key.to_user_string() for key in result.get_asset_materialization_events_by_key()}
         if hasattr(result, "get_asset_materialization_events_by_key")
-        else {
-            e.asset_key.to_user_string()
-            for e in result.all_events
-            if e.event_type_value == "ASSET_MATERIALIZATION"
-        }
+        else {e.asset_key.to_user_string() for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
     )
     assert "caravan/propensity_model" in materialized
     assert "caravan/customer_scores" not in materialized

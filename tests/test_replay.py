@@ -67,9 +67,7 @@ def test_stationary_keeps_the_age_mix_and_buyer_rate(source):
     source_rate = float((source["Purchase"] == "Yes").mean())
     assert abs(buyer_rate(batch) - source_rate) < 4 * np.sqrt(source_rate * (1 - source_rate) / LARGE)
     source_mix = source["MGEMLEEF"].value_counts(normalize=True)
-    batch_mix = (
-        batch.customers["MGEMLEEF"].value_counts(normalize=True).reindex(source_mix.index, fill_value=0)
-    )
+    batch_mix = batch.customers["MGEMLEEF"].value_counts(normalize=True).reindex(source_mix.index, fill_value=0)
     tolerance = 4 * np.sqrt(source_mix * (1 - source_mix) / LARGE)
     assert (abs(batch_mix - source_mix) < tolerance).all()
 
@@ -88,11 +86,7 @@ def test_persona_shift_moves_age_and_buyers_toward_the_young(source):
     assert source_young_share + 0.1 < young_shares[0] < young_shares[1] - 0.1
     assert rate_gaps[0] + 0.05 < rate_gaps[1]
     # The extremes stay within the intended buyer-rate band too.
-    assert (
-        0.04
-        <= buyer_rate(make_batch(source, "persona_shift", batch_number=2, size=LARGE, strength=1.0))
-        <= 0.15
-    )
+    assert 0.04 <= buyer_rate(make_batch(source, "persona_shift", batch_number=2, size=LARGE, strength=1.0)) <= 0.15
 
 
 def test_data_bug_empty_column_blanks_the_column(source, tmp_path):
@@ -115,9 +109,7 @@ def test_data_bug_unit_change_multiplies_by_ten(source):
     # Same draw (same scenario, batch and seed), so the untouched column shows the original values.
     assert (broken.customers["PPERSAUT"] == rows.customers["PPERSAUT"] * 10).all()
     assert broken.customers["PPERSAUT"].max() > 9
-    other = make_batch(
-        source, "data_bug", batch_number=6, size=2000, bug="unit_change", bug_column="MKOOPKLA"
-    )
+    other = make_batch(source, "data_bug", batch_number=6, size=2000, bug="unit_change", bug_column="MKOOPKLA")
     assert (other.customers["MKOOPKLA"] == rows.customers["MKOOPKLA"] * 10).all()
 
 
@@ -151,9 +143,7 @@ def test_persona_shift_hurts_the_old_model_and_retraining_helps(source):
     # Three disjoint customer pools, so no evaluated customer was ever seen in training:
     # A trains the original model, B feeds the shifted training batches, C the evaluation batches.
     order = np.random.default_rng(0).permutation(len(source))
-    pool_a, pool_b, pool_c = (
-        source.iloc[part].reset_index(drop=True) for part in np.split(order, [2900, 4400])
-    )
+    pool_a, pool_b, pool_c = (source.iloc[part].reset_index(drop=True) for part in np.split(order, [2900, 4400]))
     features = [FeatureSpec(name=c) for c in source.columns if c != "Purchase"]
     original = pool_a.assign(bought=(pool_a.pop("Purchase") == "Yes").astype(int))
 

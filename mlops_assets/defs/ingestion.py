@@ -15,9 +15,7 @@ from mlops_assets.use_cases import UseCase
 
 
 class IngestionConfig(dg.Config):
-    source_path: str = Field(
-        description="Customer export to load (CSV or Parquet); relative to the project root."
-    )
+    source_path: str = Field(description="Customer export to load (CSV or Parquet); relative to the project root.")
     source_format: Literal["csv", "parquet"] = Field("csv", description="File format of the export.")
     delimiter: str = Field(",", description="Field delimiter (CSV only).")
     id_column: str | None = Field(

@@ -6,7 +6,7 @@ the asset) would leave an empty table behind. Here every write runs in one trans
 (unpartitioned) table is swapped with CREATE OR REPLACE, so a failed write leaves the last good table.
 
 Models: a ModelArtifact is stored as one row (LightGBM text + sha256 + metadata) in the asset's
-table, and appended to `<use case>.model_artifacts`, which keeps every model ever trained.
+table, and registered in `<use case>.model_registry`, which keeps every model ever trained.
 """
 
 from collections.abc import Iterator, Sequence
@@ -20,6 +20,7 @@ from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlops_assets.ml.artifacts import ModelArtifact
+from mlops_assets.registry import register_model
 from mlops_assets.warehouse import warehouse_connection
 
 
@@ -31,9 +32,7 @@ def table_metadata(
         row_count = connection.execute(f"select count(*) from {qualified_table}").fetchall()[0][0]
     descriptions = descriptions or {}
     described = connection.execute(f"describe {qualified_table}").fetchall()
-    columns = [
-        dg.TableColumn(name=row[0], type=row[1], description=descriptions.get(row[0])) for row in described
-    ]
+    columns = [dg.TableColumn(name=row[0], type=row[1], description=descriptions.get(row[0])) for row in described]
     return {
         "dagster/row_count": row_count,
         "dagster/column_schema": dg.TableSchema(columns=columns),
@@ -116,7 +115,11 @@ class Warehouse(DuckDBResource):
 
 
 class ModelArtifactIOManager(dg.ConfigurableIOManager):
-    """ModelArtifacts in DuckDB: LightGBM text format with its sha256, verified on every load."""
+    """ModelArtifacts in DuckDB: LightGBM text format with its sha256, verified on every load.
+
+    The asset's value is one row in `<use case>.<asset name>`; the same transaction registers the
+    model (once per version) in `<use case>.model_registry`, which keeps every model ever trained.
+    """
 
     warehouse: dg.ResourceDependency[Warehouse]
 
@@ -130,16 +133,8 @@ class ModelArtifactIOManager(dg.ConfigurableIOManager):
             connection.register("artifact_row", pd.DataFrame([obj.to_record()]))
             connection.execute("begin transaction")
             try:
-                connection.execute(f"create schema if not exists {schema}")
+                register_model(connection, schema, obj, context.run_id)
                 connection.execute(f"create or replace table {schema}.{table} as select * from artifact_row")
-                connection.execute(
-                    f"create table if not exists {schema}.model_artifacts as "
-                    "select * from artifact_row limit 0"
-                )
-                connection.execute(
-                    f"insert into {schema}.model_artifacts by name select * from artifact_row "
-                    f"where model_version not in (select model_version from {schema}.model_artifacts)"
-                )
                 connection.execute("commit")
             except BaseException:
                 connection.execute("rollback")

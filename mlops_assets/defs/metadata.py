@@ -9,7 +9,8 @@ import pandas as pd
 
 
 def markdown_table(frame: pd.DataFrame, float_format: str = ".4f") -> dg.MetadataValue:
-    return dg.MetadataValue.md(frame.to_markdown(index=False, floatfmt=float_format))
+    # object dtype: tabulate would otherwise upcast each row to float and print counts as 116.0000
+    return dg.MetadataValue.md(frame.astype(object).to_markdown(index=False, floatfmt=float_format))
 
 
 def png_image(png: bytes, alt: str) -> dg.MetadataValue:

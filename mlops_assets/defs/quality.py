@@ -51,9 +51,12 @@ def _load_of(frame: pd.DataFrame, connection, schema: str) -> tuple[str | None, 
 
 
 def _outcomes_table(outcomes: list[ExpectationOutcome]) -> pd.DataFrame:
+    """The validation report of one check: failed expectations first."""
+    ordered = sorted(outcomes, key=lambda o: o.success)
     return pd.DataFrame(
         [
             {
+                "result": "passed" if o.success else "FAILED",
                 "expectation": o.expectation.removeprefix("expect_"),
                 "column": o.column or "(table)",
                 "severity": o.severity,
@@ -62,7 +65,7 @@ def _outcomes_table(outcomes: list[ExpectationOutcome]) -> pd.DataFrame:
                 "unexpected": o.unexpected_count,
                 "sample ids": ", ".join(o.sample_ids[:5]),
             }
-            for o in outcomes
+            for o in ordered
         ]
     )
 
@@ -78,8 +81,7 @@ def _check_result(
         "load_id": load_id or "",
         "source_file": source_file or "",
     }
-    if failed:
-        metadata["failures"] = markdown_table(_outcomes_table(failed[:50]))
+    metadata["report"] = markdown_table(_outcomes_table(outcome.expectations))
     return dg.AssetCheckResult(
         asset_key=key,
         check_name=outcome.check.name,
@@ -93,9 +95,7 @@ def _check_result(
 def _record(connection, schema: str, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows)
     connection.register("validation_rows", frame)
-    connection.execute(
-        f"create table if not exists {schema}.validation_results ({VALIDATION_RESULTS_COLUMNS})"
-    )
+    connection.execute(f"create table if not exists {schema}.validation_results ({VALIDATION_RESULTS_COLUMNS})")
     connection.execute(f"insert into {schema}.validation_results by name select * from validation_rows")
     connection.unregister("validation_rows")
 
@@ -131,18 +131,12 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
             if is_raw:
                 schema_columns = [r[0] for r in connection.execute(f"describe {table}").fetchall()]
                 previous = (
-                    previous_accepted_load(connection, schema, load_id, key.to_user_string())
-                    if load_id
-                    else None
+                    previous_accepted_load(connection, schema, load_id, key.to_user_string()) if load_id else None
                 )
                 quality = use_case.quality
                 parameters = {
-                    "min_rows": int(previous.row_count * quality.min_row_ratio)
-                    if previous is not None
-                    else 1,
-                    "max_rows": int(previous.row_count * quality.max_row_ratio)
-                    if previous is not None
-                    else None,
+                    "min_rows": int(previous.row_count * quality.min_row_ratio) if previous is not None else 1,
+                    "max_rows": int(previous.row_count * quality.max_row_ratio) if previous is not None else None,
                 }
             outcomes = validate(frame, suite, parameters=parameters, schema_columns=schema_columns)
             checks = evaluate_checks(suite, outcomes)

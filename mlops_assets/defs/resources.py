@@ -1,9 +1,11 @@
 """Resources shared by every use case: the warehouse, the IO managers, the score publisher, dbt."""
 
-from __future__ import annotations
-
 import importlib.metadata
+import json
+import logging
+import os
 import sys
+import urllib.request
 from functools import cached_property
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from packaging import version
 
 from mlops_assets.defs.io_managers import ModelArtifactIOManager, Warehouse, WarehouseIOManager
 from mlops_assets.publishing import publish_tables
+from mlops_assets.registry import record_alert
 from mlops_assets.settings import DBT_PROJECT_DIR, Settings
 
 # Steps that open the warehouse file share this pool; dagster_home/dagster.yaml limits it to one
@@ -62,4 +65,56 @@ def build_resources(settings: Settings) -> dict:
         "model_io_manager": ModelArtifactIOManager(warehouse=warehouse),
         "publisher": ScorePublisher(published_dir=str(settings.published_dir)),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+        "notifier": Notifier(warehouse=warehouse, webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None),
     }
+
+
+class Notifier(dg.ConfigurableResource):
+    """Raises platform alerts: always into `<use case>.alerts` and the run log; also to a webhook
+    (JSON POST, e.g. a Teams or Slack incoming webhook) when `webhook_url` is set."""
+
+    warehouse: dg.ResourceDependency[Warehouse]
+    webhook_url: str | None = None
+    webhook_timeout_seconds: float = 5.0
+
+    def notify(
+        self,
+        context,
+        use_case: str,
+        kind: str,
+        message: str,
+        details: dict | None = None,
+        severity: str = "warning",
+        connection=None,
+    ) -> None:
+        run_id = context.run.run_id if context is not None else None
+        if connection is None:
+            with self.warehouse.get_connection() as own_connection:
+                record_alert(own_connection, use_case, kind, severity, message, details, run_id)
+        else:
+            record_alert(connection, use_case, kind, severity, message, details, run_id)
+        if context is not None:
+            (context.log.warning if severity != "info" else context.log.info)(f"[{use_case} {kind}] {message}")
+        if self.webhook_url:
+            self._post(
+                {
+                    "use_case": use_case,
+                    "kind": kind,
+                    "severity": severity,
+                    "message": message,
+                    "details": details,
+                }
+            )
+
+    def _post(self, payload: dict) -> None:
+        request = urllib.request.Request(
+            self.webhook_url,
+            data=json.dumps(payload, default=str).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.webhook_timeout_seconds):
+                pass
+        except OSError as error:  # an unreachable webhook must not fail the pipeline; the alert is stored
+            logging.getLogger(__name__).warning("webhook %s failed: %s", self.webhook_url, error)

@@ -1,20 +1,55 @@
 """Scoring every customer with the model and publishing the scores for marketing."""
 
+import json
 from datetime import UTC, datetime
 
 import dagster as dg
 import pandas as pd
 
+from mlops_assets.defs.io_managers import Warehouse
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
 from mlops_assets.ml.artifacts import ModelArtifact
-from mlops_assets.ml.scoring import score_table, score_table_problems
+from mlops_assets.ml.explanations import explain_top_share
+from mlops_assets.ml.scoring import reason_table, score_table, score_table_problems
+from mlops_assets.ml.training import predict_proba
+from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
 
 MARKETING_QUERY = (
-    "SELECT customer_id, score, rank, decile, model_version "
-    "FROM customer_scores WHERE decile = 1 ORDER BY rank"
+    "SELECT customer_id, score, rank, decile, model_version FROM customer_scores WHERE decile = 1 ORDER BY rank"
 )
+
+
+SCORE_HISTORY_COLUMNS = [
+    "publication_id",
+    "published_at",
+    "customer_id",
+    "score",
+    "rank",
+    "decile",
+    "model_version",
+    "scored_at",
+    "reasons",
+]
+
+
+def _reasons_json(scores: pd.DataFrame, k: int) -> pd.Series:
+    """Each customer's reasons as one JSON text (null when not explained), for the score history."""
+    reasons = []
+    for row in scores.itertuples(index=False):
+        entries = [
+            {
+                "feature": getattr(row, f"reason_{slot}_feature"),
+                "label": getattr(row, f"reason_{slot}"),
+                "value": getattr(row, f"reason_{slot}_value"),
+                "contribution": getattr(row, f"reason_{slot}_contribution"),
+            }
+            for slot in range(1, k + 1)
+            if isinstance(getattr(row, f"reason_{slot}_feature"), str)
+        ]
+        reasons.append(json.dumps(entries) if entries else None)
+    return pd.Series(reasons, index=scores.index)
 
 
 def build_scoring_assets(use_case: UseCase) -> list:
@@ -26,38 +61,63 @@ def build_scoring_assets(use_case: UseCase) -> list:
         key=scores_key,
         ins={
             "customer_features": dg.AssetIn(key=features_key),
-            "propensity_model": dg.AssetIn(key=[name, "propensity_model"]),
+            "champion_model": dg.AssetIn(key=[name, "champion_model"]),
         },
         group_name="scoring",
         kinds={"lightgbm", "duckdb"},
         pool=WAREHOUSE_POOL,
         description=(
-            "One row per customer: purchase probability (score), rank (1 = most likely buyer), "
-            "decile (1 = top 10%), model version and scoring time. Checked before publication."
+            "One row per customer, scored by the champion model: purchase probability (score), rank "
+            "(1 = most likely buyer), decile (1 = top 10%), model version, scoring time, and for the "
+            f"top {use_case.scoring.explain_top_share:.0%} the {use_case.scoring.reasons_per_customer} "
+            "main reasons (LightGBM SHAP contributions, readable names). Checked before publication."
         ),
     )
     def customer_scores(
         context: dg.AssetExecutionContext,
         customer_features: pd.DataFrame,
-        propensity_model: ModelArtifact,
+        champion_model: ModelArtifact,
     ) -> pd.DataFrame:
-        scores = propensity_model.predict(customer_features, chunk_size=use_case.scoring.chunk_size)
+        # The champion, not necessarily the newest model; loading verifies the artefact's checksum.
+        booster = champion_model.load_booster()
+        scores = predict_proba(
+            booster,
+            customer_features,
+            champion_model.features,
+            champion_model.score_offset,
+            chunk_size=use_case.scoring.chunk_size,
+        )
         table = score_table(
             customer_features["customer_id"],
             scores,
-            propensity_model.model_version,
+            champion_model.model_version,
             datetime.now(UTC).replace(tzinfo=None, microsecond=0),
         )
+        k = use_case.scoring.reasons_per_customer
+        if use_case.scoring.explain_top_share > 0:
+            explained = explain_top_share(
+                booster,
+                customer_features,
+                champion_model.features,
+                scores,
+                use_case.readable_names(),
+                top_share=use_case.scoring.explain_top_share,
+                k=k,
+            )
+            reasons, explained_count = explained.reasons, explained.explained
+        else:
+            reasons, explained_count = pd.DataFrame(), 0
+        table = table.merge(reason_table(customer_features["customer_id"], reasons, k), on="customer_id", how="left")
         per_decile = (
-            table.groupby("decile")["score"]
-            .agg(customers="size", min_score="min", max_score="max")
-            .reset_index()
+            table.groupby("decile")["score"].agg(customers="size", min_score="min", max_score="max").reset_index()
         )
         context.add_output_metadata(
             {
-                "model_version": propensity_model.model_version,
-                "model_sha256": propensity_model.sha256,
+                "model_version": champion_model.model_version,
+                "model_sha256": champion_model.sha256,
                 "mean_score": float(table["score"].mean()),
+                "explained_customers": explained_count,
+                "explanation_coverage": explained_count / max(len(table), 1),
                 "score_deciles": markdown_table(per_decile),
             }
         )
@@ -67,13 +127,9 @@ def build_scoring_assets(use_case: UseCase) -> list:
         asset=scores_key,
         additional_ins={"customer_features": dg.AssetIn(key=features_key)},
         blocking=True,
-        description=(
-            "Every customer scored exactly once by one model, every score in [0, 1]; gates publication."
-        ),
+        description=("Every customer scored exactly once by one model, every score in [0, 1]; gates publication."),
     )
-    def scores_are_complete(
-        customer_scores: pd.DataFrame, customer_features: pd.DataFrame
-    ) -> dg.AssetCheckResult:
+    def scores_are_complete(customer_scores: pd.DataFrame, customer_features: pd.DataFrame) -> dg.AssetCheckResult:
         problems = score_table_problems(customer_scores, customer_features["customer_id"])
         return dg.AssetCheckResult(
             passed=not problems,
@@ -93,7 +149,10 @@ def build_scoring_assets(use_case: UseCase) -> list:
         ),
     )
     def published_scores(
-        context: dg.AssetExecutionContext, customer_scores: pd.DataFrame, publisher: ScorePublisher
+        context: dg.AssetExecutionContext,
+        customer_scores: pd.DataFrame,
+        publisher: ScorePublisher,
+        warehouse: Warehouse,
     ) -> dg.MaterializeResult:
         model_version = customer_scores["model_version"].iloc[0]
         publication = pd.DataFrame(
@@ -108,7 +167,28 @@ def build_scoring_assets(use_case: UseCase) -> list:
                 }
             ]
         )
-        path = publisher.publish(name, {"customer_scores": customer_scores, "publication": publication})
+        # The score history (what auditors query) and the published file change together: the history
+        # rows are committed only once the new file is in place.
+        history = customer_scores.assign(
+            publication_id=context.run.run_id,
+            published_at=publication["published_at"].iloc[0],
+            reasons=_reasons_json(customer_scores, use_case.scoring.reasons_per_customer),
+        )[SCORE_HISTORY_COLUMNS]
+        with warehouse.get_connection() as connection:
+            ensure_tables(connection, name)
+            connection.register("history_rows", history)
+            connection.execute("begin transaction")
+            try:
+                connection.execute(
+                    f"create table if not exists {name}.score_history as select * from history_rows limit 0"
+                )
+                connection.execute(f"insert into {name}.score_history by name select * from history_rows")
+                create_audit_view(connection, name)
+                path = publisher.publish(name, {"customer_scores": customer_scores, "publication": publication})
+                connection.execute("commit")
+            except BaseException:
+                connection.execute("rollback")
+                raise
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),
@@ -121,9 +201,7 @@ def build_scoring_assets(use_case: UseCase) -> list:
                     ]
                 ),
                 "query": dg.MetadataValue.md(f'```\nduckdb -readonly {path} "{MARKETING_QUERY}"\n```'),
-                "top_customers": markdown_table(
-                    customer_scores.head(10)[["customer_id", "score", "rank", "decile"]]
-                ),
+                "top_customers": markdown_table(customer_scores.head(10)[["customer_id", "score", "rank", "decile"]]),
             }
         )
 

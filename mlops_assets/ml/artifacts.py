@@ -22,6 +22,9 @@ class ArtifactIntegrityError(RuntimeError):
     """The stored model text does not match its recorded checksum."""
 
 
+_JSON_FIELDS = ("params", "metrics", "lineage", "reference_profile")
+
+
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -41,6 +44,8 @@ class ModelArtifact:
     best_iteration: int = 0
     training_set_fingerprint: str = ""
     lineage: dict = field(default_factory=dict)
+    # Feature distributions of the training data (ml/drift.py), the reference for drift monitoring.
+    reference_profile: dict = field(default_factory=dict)
 
     @classmethod
     def from_booster(cls, booster: lgb.Booster, **fields) -> ModelArtifact:
@@ -62,15 +67,13 @@ class ModelArtifact:
         return lgb.Booster(model_str=self.model_text)
 
     def predict(self, frame: pd.DataFrame, chunk_size: int = 250_000) -> np.ndarray:
-        return predict_proba(
-            self.load_booster(), frame, self.features, self.score_offset, chunk_size=chunk_size
-        )
+        return predict_proba(self.load_booster(), frame, self.features, self.score_offset, chunk_size=chunk_size)
 
     # Row form for storage in a DuckDB table: JSON for the nested parts.
     def to_record(self) -> dict:
         record = asdict(self)
         record["features"] = json.dumps([f.model_dump() for f in self.features])
-        for key in ("params", "metrics", "lineage"):
+        for key in _JSON_FIELDS:
             record[key] = json.dumps(record[key], sort_keys=True, default=str)
         return record
 
@@ -78,6 +81,7 @@ class ModelArtifact:
     def from_record(cls, record: dict) -> ModelArtifact:
         record = dict(record)
         record["features"] = [FeatureSpec(**f) for f in json.loads(record["features"])]
-        for key in ("params", "metrics", "lineage"):
-            record[key] = json.loads(record[key])
+        for key in _JSON_FIELDS:
+            value = record.get(key)
+            record[key] = json.loads(value) if isinstance(value, str) else {}
         return cls(**record)

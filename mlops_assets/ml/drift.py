@@ -174,9 +174,7 @@ def _sketch_points(ordered: np.ndarray, sketch_size: int) -> np.ndarray:
 # Comparing a batch to the profile
 
 
-def compare_to_reference(
-    profile: dict, frame: pd.DataFrame, thresholds: DriftThresholds | None = None
-) -> pd.DataFrame:
+def compare_to_reference(profile: dict, frame: pd.DataFrame, thresholds: DriftThresholds | None = None) -> pd.DataFrame:
     """One row per profiled feature: PSI, KS, means, missing shares, severity and a short reason.
 
     PSI is computed on the non-missing values over the profile's bins (categories plus an

@@ -70,9 +70,7 @@ def shap_contributions(
     """
     names = _check_features(booster, feature_specs)
     matrix = np.empty((len(frame), len(names) + 1), dtype=np.float64)
-    for start, _, contributions in _contribution_chunks(
-        booster, frame, feature_specs, chunk_size, num_threads
-    ):
+    for start, _, contributions in _contribution_chunks(booster, frame, feature_specs, chunk_size, num_threads):
         matrix[start : start + len(contributions)] = contributions
     return pd.DataFrame(matrix, index=frame.index, columns=[*names, "expected_value"])
 
@@ -114,11 +112,7 @@ def _value_text(chunk: pd.DataFrame, columns: np.ndarray) -> np.ndarray:
 
 
 def reason_columns(k: int) -> list[str]:
-    return [
-        f"reason_{i}_{part}"
-        for i in range(1, k + 1)
-        for part in ("feature", "label", "value", "contribution")
-    ]
+    return [f"reason_{i}_{part}" for i in range(1, k + 1) for part in ("feature", "label", "value", "contribution")]
 
 
 def top_reasons(
@@ -149,9 +143,7 @@ def top_reasons(
     feature_index = np.full((len(frame), k), -1, dtype=np.int64)
     contribution = np.full((len(frame), k), np.nan)
     value = np.full((len(frame), k), None, dtype=object)
-    for start, chunk, contributions in _contribution_chunks(
-        booster, frame, feature_specs, chunk_size, num_threads
-    ):
+    for start, chunk, contributions in _contribution_chunks(booster, frame, feature_specs, chunk_size, num_threads):
         per_feature = contributions[:, :-1]  # the last column is the expected value, not a feature
         top = top_k_indices(per_feature, taken)
         top_values = np.take_along_axis(per_feature, top, axis=1)

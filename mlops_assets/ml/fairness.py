@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from fairlearn.metrics import MetricFrame, selection_rate, true_positive_rate
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -53,6 +52,15 @@ class FairnessBounds(BaseModel):
         ),
     )
     top_share: float = Field(0.1, gt=0, le=1, description="Share of customers contacted, by score.")
+    require_significance: bool = Field(
+        True,
+        description=(
+            "Fail the selection-rate bound only when the ratio is significantly below it: the upper end "
+            "of its confidence interval (Katz log method) is under the bound. On a test split of a few "
+            "thousand customers the measured ratio swings by +-0.2 from chance alone."
+        ),
+    )
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of that interval.")
 
 
 @dataclass
@@ -96,13 +104,14 @@ def fairness_table(
     true_positive_rate is NaN for a group without buyers (fairlearn reports 0 there, which would read as
     "no buyer of this group is contacted"). gated: the group is large enough to take part in the bounds.
     """
+    # Imported here: fairlearn takes seconds to import, and use-case definitions import this module.
+    from fairlearn.metrics import MetricFrame, selection_rate, true_positive_rate
+
     y_true = np.asarray(y_true, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float64)
     groups = pd.Series(np.asarray(groups), name="group")
     if not len(y_true) == len(scores) == len(groups):
-        raise ValueError(
-            f"y_true, scores and groups differ in length ({len(y_true)}, {len(scores)}, {len(groups)})"
-        )
+        raise ValueError(f"y_true, scores and groups differ in length ({len(y_true)}, {len(scores)}, {len(groups)})")
     if groups.isna().any():
         raise ValueError(
             f"{int(groups.isna().sum())} customers have no value of the sensitive attribute; "
@@ -149,6 +158,19 @@ def fairness_table(
     ]
 
 
+def selection_ratio_upper_bound(low: pd.Series, high: pd.Series, confidence: float) -> float:
+    """Upper confidence bound of low/high selection rate (Katz log interval, 0.5 added to empty counts)."""
+    from scipy.stats import norm
+
+    selected_low = max(float(low["selected"]), 0.5)
+    selected_high = max(float(high["selected"]), 0.5)
+    rate_low = selected_low / low["customers"]
+    rate_high = selected_high / high["customers"]
+    standard_error = math.sqrt((1 - rate_low) / selected_low + (1 - rate_high) / selected_high)
+    z = norm.ppf(0.5 + confidence / 2)
+    return float(math.exp(math.log(rate_low / rate_high) + z * standard_error))
+
+
 def _names(table: pd.DataFrame, attribute: str) -> str:
     return ", ".join(f"{attribute}={group}" for group in table["group"])
 
@@ -182,9 +204,7 @@ def evaluate_fairness(
 
     small = table[~table["gated"]]
     if len(small):
-        listed = ", ".join(
-            f"{attribute}={g} ({n})" for g, n in zip(small["group"], small["customers"], strict=True)
-        )
+        listed = ", ".join(f"{attribute}={g} ({n})" for g, n in zip(small["group"], small["customers"], strict=True))
         notes.append(f"not gated, fewer than {bounds.min_group_size} customers: {listed}")
     gated = table[table["gated"]]
 
@@ -195,12 +215,22 @@ def evaluate_fairness(
         if bounds.min_selection_rate_ratio is not None:
             reasons.append(f"no customer of any gated group ({_names(gated, attribute)}) is in the {top}")
     elif bounds.min_selection_rate_ratio is not None and dp_ratio < bounds.min_selection_rate_ratio:
-        reasons.append(
-            f"selection-rate ratio {dp_ratio:.2f} < {bounds.min_selection_rate_ratio:.2f}: "
+        upper = selection_ratio_upper_bound(low, high, bounds.confidence)
+        detail = (
             f"{attribute}={low['group']} has {low['selection_rate']:.1%} of its customers in the {top} "
             f"({low['selected']} of {low['customers']}), {attribute}={high['group']} has "
             f"{high['selection_rate']:.1%} ({high['selected']} of {high['customers']})"
         )
+        if not bounds.require_significance or upper < bounds.min_selection_rate_ratio:
+            interval = f", {bounds.confidence:.0%} upper bound {upper:.2f}" if bounds.require_significance else ""
+            reasons.append(
+                f"selection-rate ratio {dp_ratio:.2f} < {bounds.min_selection_rate_ratio:.2f}{interval}: {detail}"
+            )
+        else:
+            notes.append(
+                f"selection-rate ratio {dp_ratio:.2f} is below {bounds.min_selection_rate_ratio:.2f} but not "
+                f"significantly ({bounds.confidence:.0%} upper bound {upper:.2f}): {detail}"
+            )
 
     with_buyers = gated[gated["buyers"] >= bounds.min_group_buyers]
     few_buyers = gated[gated["buyers"] < bounds.min_group_buyers]
@@ -208,9 +238,7 @@ def evaluate_fairness(
         listed = ", ".join(
             f"{attribute}={g} ({n})" for g, n in zip(few_buyers["group"], few_buyers["buyers"], strict=True)
         )
-        notes.append(
-            f"left out of the equal-opportunity ratio, fewer than {bounds.min_group_buyers} buyers: {listed}"
-        )
+        notes.append(f"left out of the equal-opportunity ratio, fewer than {bounds.min_group_buyers} buyers: {listed}")
     eo_ratio, low, high = _min_max_ratio(with_buyers, "true_positive_rate")
     if bounds.min_tpr_ratio is not None and low is not None:
         if high["true_positive_rate"] == 0:

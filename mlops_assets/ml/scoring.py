@@ -10,9 +10,7 @@ import pandas as pd
 from mlops_assets.ml.evaluation import decile_of_rank
 
 
-def score_table(
-    customer_ids: pd.Series, scores: np.ndarray, model_version: str, scored_at: datetime
-) -> pd.DataFrame:
+def score_table(customer_ids: pd.Series, scores: np.ndarray, model_version: str, scored_at: datetime) -> pd.DataFrame:
     """One row per customer: score, rank (1 = most likely buyer), decile (1 = top 10%)."""
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, kind="stable")
@@ -48,3 +46,24 @@ def score_table_problems(scores: pd.DataFrame, expected_customer_ids: pd.Series)
     if scores["model_version"].nunique() != 1:
         problems.append(f"scores from {scores['model_version'].nunique()} model versions, expected one")
     return problems
+
+
+def reason_table(customer_ids: pd.Series, reasons: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Reasons keyed by customer: reason_i (readable label), reason_i_feature, _value, _contribution."""
+    columns = {}
+    for slot in range(1, k + 1):
+        columns[f"reason_{slot}_label"] = f"reason_{slot}"
+    table = reasons.rename(columns=columns)
+    ordered = [
+        column
+        for slot in range(1, k + 1)
+        for column in (
+            f"reason_{slot}",
+            f"reason_{slot}_feature",
+            f"reason_{slot}_value",
+            f"reason_{slot}_contribution",
+        )
+    ]
+    table = table.reindex(columns=ordered)
+    table.insert(0, "customer_id", customer_ids.loc[reasons.index].to_numpy() if len(reasons) else [])
+    return table.reset_index(drop=True)

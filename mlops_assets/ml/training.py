@@ -111,12 +111,8 @@ def train_propensity_model(
         "force_row_wise": True,
         "verbosity": -1,
     }
-    train_set = lgb.Dataset(
-        prepare_features(train, features), label=y_train, categorical_feature=categorical or "auto"
-    )
-    validation_set = lgb.Dataset(
-        prepare_features(validation, features), label=y_validation, reference=train_set
-    )
+    train_set = lgb.Dataset(prepare_features(train, features), label=y_train, categorical_feature=categorical or "auto")
+    validation_set = lgb.Dataset(prepare_features(validation, features), label=y_validation, reference=train_set)
     history: dict = {}
     booster = lgb.train(
         lgb_params,

@@ -86,9 +86,7 @@ def raw_suite(use_case) -> dict:
     quality = use_case.quality
     checks = [
         CheckSpec("schema", "Every column of the data dictionary is present."),
-        CheckSpec(
-            "no_extra_columns", "No columns beyond the data dictionary's (extra ones are kept, unused)."
-        ),
+        CheckSpec("no_extra_columns", "No columns beyond the data dictionary's (extra ones are kept, unused)."),
         CheckSpec(
             "row_count_vs_previous_load",
             f"Rows between {quality.min_row_ratio}x and {quality.max_row_ratio}x the previous accepted load.",
@@ -130,9 +128,7 @@ def _value_expectations(dictionary: pd.DataFrame, code_labels: pd.DataFrame | No
         )
         if row.value_type == "categorical" and codes:
             expectations.append(
-                _expectation(
-                    "ExpectColumnValuesToBeInSet", "valid_values", column=column, value_set=sorted(codes)
-                )
+                _expectation("ExpectColumnValuesToBeInSet", "valid_values", column=column, value_set=sorted(codes))
             )
         elif not (pd.isna(row.min_value) and pd.isna(row.max_value)):
             expectations.append(
@@ -172,9 +168,7 @@ def staged_suite(use_case, staged: pd.DataFrame, code_labels: pd.DataFrame | Non
         CheckSpec("valid_values", "Values within the data dictionary's ranges and code lists."),
     ]
     expectations = [
-        _expectation(
-            "ExpectTableColumnsToMatchSet", "schema", column_set=list(staged.columns), exact_match=True
-        ),
+        _expectation("ExpectTableColumnsToMatchSet", "schema", column_set=list(staged.columns), exact_match=True),
         _expectation("ExpectColumnValuesToBeUnique", "unique_customer_id", column="customer_id"),
         _expectation("ExpectColumnValuesToNotBeNull", "unique_customer_id", column="customer_id"),
     ]
@@ -182,9 +176,7 @@ def staged_suite(use_case, staged: pd.DataFrame, code_labels: pd.DataFrame | Non
         types = INTEGER_TYPES if row.data_type == "integer" else NUMBER_TYPES
         if row.data_type in ("integer", "float"):
             expectations.append(
-                _expectation(
-                    "ExpectColumnValuesToBeInTypeList", "types", column=row.feature_name, type_list=types
-                )
+                _expectation("ExpectColumnValuesToBeInTypeList", "types", column=row.feature_name, type_list=types)
             )
         expectations.append(
             _expectation(
@@ -276,13 +268,9 @@ def scores_suite(use_case) -> dict:
     columns = ["customer_id", "score", "rank", "decile", "model_version", "scored_at"]
     expectations = [
         _expectation("ExpectTableColumnsToMatchSet", "schema", column_set=columns, exact_match=False),
-        _expectation(
-            "ExpectColumnValuesToBeBetween", "valid_scores", column="score", min_value=0.0, max_value=1.0
-        ),
+        _expectation("ExpectColumnValuesToBeBetween", "valid_scores", column="score", min_value=0.0, max_value=1.0),
         _expectation("ExpectColumnValuesToNotBeNull", "valid_scores", column="score"),
-        _expectation(
-            "ExpectColumnValuesToBeBetween", "valid_scores", column="decile", min_value=1, max_value=10
-        ),
+        _expectation("ExpectColumnValuesToBeBetween", "valid_scores", column="decile", min_value=1, max_value=10),
         _expectation("ExpectColumnValuesToBeUnique", "unique_customer_id", column="customer_id"),
         _expectation(
             "ExpectColumnUniqueValueCountToBeBetween",
@@ -325,8 +313,7 @@ def check_is_blocking(suite: dict, check: CheckSpec) -> bool:
     if check.max_failed_share is not None:
         return True
     return any(
-        e["meta"]["check"] == check.name and e.get("severity", CRITICAL) == CRITICAL
-        for e in suite["expectations"]
+        e["meta"]["check"] == check.name and e.get("severity", CRITICAL) == CRITICAL for e in suite["expectations"]
     )
 
 
@@ -446,9 +433,7 @@ def validate(
                 threshold=_threshold_text(dict(config.kwargs), parameters),
                 unexpected_count=details.get("unexpected_count"),
                 unexpected_share=(
-                    details["unexpected_percent"] / 100
-                    if details.get("unexpected_percent") is not None
-                    else None
+                    details["unexpected_percent"] / 100 if details.get("unexpected_percent") is not None else None
                 ),
                 sample_ids=samples,
             )
@@ -473,8 +458,7 @@ class CheckOutcome:
             return f"{len(self.expectations)} expectation(s) met"
         head = "; ".join(
             f"{e.column or 'table'}: {e.expectation.removeprefix('expect_')} observed {e.observed_value} "
-            f"(expected {e.threshold})"
-            + (f", e.g. ids {', '.join(e.sample_ids[:3])}" if e.sample_ids else "")
+            f"(expected {e.threshold})" + (f", e.g. ids {', '.join(e.sample_ids[:3])}" if e.sample_ids else "")
             for e in failed[:3]
         )
         more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
@@ -490,11 +474,7 @@ def evaluate_checks(suite: dict, outcomes: list[ExpectationOutcome]) -> list[Che
         if check.max_failed_share is not None:
             passed = not members or len(failed) / len(members) <= check.max_failed_share
         else:
-            passed = (
-                not any(o.severity == CRITICAL for o in failed)
-                if check_is_blocking(suite, check)
-                else not failed
-            )
+            passed = not any(o.severity == CRITICAL for o in failed) if check_is_blocking(suite, check) else not failed
         evaluated.append(CheckOutcome(check, passed, check_is_blocking(suite, check), members))
     return evaluated
 

@@ -74,9 +74,7 @@ def _problem_expression(rule: ColumnRule) -> str:
         cases.append(f"when {value} is null then 'missing'")
     type_check, type_reason = _TYPE_CHECKS.get(rule.data_type, (None, None))
     if type_check:
-        cases.append(
-            f"when {value} is not null and {type_check.format(v=value)} then {shown} || ' {type_reason}'"
-        )
+        cases.append(f"when {value} is not null and {type_check.format(v=value)} then {shown} || ' {type_reason}'")
     if rule.data_type in ("integer", "float") and (rule.min_value is not None or rule.max_value is not None):
         number = f"try_cast({value} as double)"
         bounds = []

@@ -161,9 +161,9 @@ def _block_columns(seed: int, block: int, persona_shift: float) -> dict[str, np.
 
     canton = rng.choice(len(CANTONS), size=n, p=CANTON_WEIGHTS).astype(np.int8)
     place = rng.random(n)
-    settlement = np.where(
-        place < URBAN_SHARE[canton], 0, np.where(place >= 1.0 - RURAL_SHARE[canton], 2, 1)
-    ).astype(np.int8)
+    settlement = np.where(place < URBAN_SHARE[canton], 0, np.where(place >= 1.0 - RURAL_SHARE[canton], 2, 1)).astype(
+        np.int8
+    )
 
     # Age: a young component (mostly 20-35) mixed with an adult one; the shift grows the young one.
     young = rng.random(n) < 0.18 + 0.30 * shift
@@ -268,9 +268,7 @@ def write_parquet(
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with pq.ParquetWriter(temporary, SCHEMA, compression="zstd") as writer:
-            for chunk in iter_customers(
-                n_customers, seed=seed, chunk_size=chunk_size, persona_shift=persona_shift
-            ):
+            for chunk in iter_customers(n_customers, seed=seed, chunk_size=chunk_size, persona_shift=persona_shift):
                 writer.write_table(pa.Table.from_pandas(chunk, schema=SCHEMA, preserve_index=False))
         os.replace(temporary, path)
     except BaseException:

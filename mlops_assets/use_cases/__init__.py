@@ -16,6 +16,8 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_assets.ml.fairness import FairnessBounds
+from mlops_assets.ml.promotion import PromotionPolicy
 from mlops_assets.ml.training import FeatureSpec, TrainingParams
 from mlops_assets.quality.rows import ColumnRule, rules_from_dictionary
 from mlops_assets.settings import resolve_project_path
@@ -88,7 +90,20 @@ class QualitySpec(BaseModel):
 class ScoringSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    chunk_size: int = Field(250_000, ge=1_000)
+    chunk_size: int = Field(250_000, ge=1_000, description="Customers scored per LightGBM call.")
+    explain_top_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Share of customers (highest scores first) whose top reasons are computed (SHAP).",
+    )
+    reasons_per_customer: int = Field(3, ge=1, le=10)
+
+
+class FairnessSpec(FairnessBounds):
+    """Fairness gate of the champion/challenger decision (ml/fairness.py)."""
+
+    attribute: str = Field(description="The sensitive attribute (a mart column) whose groups are compared.")
 
 
 class UseCase(BaseModel):
@@ -109,6 +124,12 @@ class UseCase(BaseModel):
     thresholds: Thresholds = Thresholds()
     quality: QualitySpec = QualitySpec()
     scoring: ScoringSpec = ScoringSpec()
+    promotion: PromotionPolicy = PromotionPolicy()
+    fairness: FairnessSpec | None = None
+    feature_descriptions: dict[str, str] = Field(
+        default_factory=dict, description="Readable names of features built in dbt (not in the dictionary)."
+    )
+    known_limitations: list[str] = []
 
     @field_validator("name")
     @classmethod
@@ -126,6 +147,8 @@ class UseCase(BaseModel):
             raise ValueError(f"features listed twice: {duplicated}")
         if self.target in names:
             raise ValueError(f"the target {self.target!r} cannot also be a feature")
+        if self.fairness and self.fairness.attribute not in self.sensitive_attributes:
+            raise ValueError(f"fairness attribute {self.fairness.attribute!r} is not in sensitive_attributes")
         return self
 
     @property
@@ -147,9 +170,10 @@ class UseCase(BaseModel):
         return rules_from_dictionary(self.load_data_dictionary())
 
     def readable_names(self) -> dict[str, str]:
-        """Feature name -> description, for explanations and model cards."""
+        """Feature name -> short description (code-list references dropped), for reasons and cards."""
         dictionary = self.load_data_dictionary()
-        return dict(zip(dictionary["feature_name"], dictionary["description"], strict=True))
+        short = dictionary["description"].str.replace(r"\s*\((?:see )?code list[^)]*\)", "", regex=True)
+        return {**dict(zip(dictionary["feature_name"], short, strict=True)), **self.feature_descriptions}
 
 
 def load_use_case(path: Path) -> UseCase:
