@@ -47,7 +47,7 @@ def run_pipeline(home: Path) -> tuple[float, dict[str, float]]:
     from mlops_assets.definitions import build_definitions
     from mlops_assets.settings import Settings
 
-    settings = Settings(home=home, duckdb_path=home / "warehouse.duckdb", published_dir=home / "published")
+    settings = Settings.under(home)
     defs = build_definitions(settings)
     job = defs.resolve_job_def("caravan_pipeline")
     instance = dg.DagsterInstance.ephemeral()

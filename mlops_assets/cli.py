@@ -1,6 +1,9 @@
 """The `mlops` command: run pipelines, decide on models, and answer audit questions.
 
     mlops run [--use-case caravan] [--source FILE --format csv|parquet]
+    mlops replay --scenario persona_shift --batch 1 [--strength 0.8]   next simulated batch
+    mlops batch --customers FILE [--outcomes FILE]   a batch: load, check, score, publish, monitor
+    mlops retrain [--reason TEXT]
     mlops models                                   every model with status, metrics, decision
     mlops approve  --version V --approver NAME [--comment TEXT]
     mlops reject   --version V --reviewer NAME [--comment TEXT]
@@ -97,6 +100,69 @@ def run_pipeline(args: argparse.Namespace) -> int:
             ingestion_config["source_format"] = args.format
         run_config["ops"] = {f"{use_case.name}__raw_customers": {"config": ingestion_config}}
     result = _execute(pipeline_job_name(use_case), run_config)
+    if not result.success:
+        return 1
+    print(_published_summary(use_case.name, result.run_id))
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    from mlops_assets.replay import write_replay_files
+    from mlops_assets.settings import Settings
+    from mlops_assets.use_cases import get_use_case
+
+    use_case = get_use_case(args.use_case)
+    if not use_case.replay:
+        raise SystemExit(f"use case {use_case.name} has no replay generator")
+    folder = Settings.from_env().incoming_dir / use_case.name
+    paths = write_replay_files(
+        use_case.source_path,
+        folder,
+        args.scenario,
+        batch_number=args.batch,
+        size=args.size,
+        seed=args.seed,
+        strength=args.strength,
+        ramp_batches=args.ramp,
+        bug=args.bug,
+        with_outcomes=not args.no_outcomes,
+    )
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    print(f"`make dev` picks these up (sensor {use_case.name}_incoming_files), or run: mlops batch --customers ...")
+    return 0
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    from mlops_assets.defs.jobs import batch_job_name, trigger_tags
+    from mlops_assets.use_cases import get_use_case
+    from sensors.incoming import _has_id_column
+
+    use_case = get_use_case(args.use_case)
+    customers = Path(args.customers).resolve()
+    raw_config = {
+        "source_path": str(customers),
+        "source_format": customers.suffix.lstrip("."),
+        "id_column": "customer_id" if _has_id_column(customers) else None,
+    }
+    outcomes = {"outcomes_path": str(Path(args.outcomes).resolve()) if args.outcomes else ""}
+    ops = {
+        f"{use_case.name}__raw_customers": {"config": raw_config},
+        f"{use_case.name}__raw_outcomes": {"config": outcomes},
+    }
+    result = _execute(batch_job_name(use_case), {"ops": ops}, trigger_tags("manual", {"command": "mlops batch"}))
+    if not result.success:
+        return 1
+    print(_published_summary(use_case.name, result.run_id))
+    return 0
+
+
+def retrain(args: argparse.Namespace) -> int:
+    from mlops_assets.defs.jobs import retrain_job_name, trigger_tags
+    from mlops_assets.use_cases import get_use_case
+
+    use_case = get_use_case(args.use_case)
+    result = _execute(retrain_job_name(use_case), {}, trigger_tags("manual", {"reason": args.reason}))
     if not result.success:
         return 1
     print(_published_summary(use_case.name, result.run_id))
@@ -213,6 +279,20 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--source", help="load this CSV or Parquet export instead of the use case's default")
     run.add_argument("--format", choices=["csv", "parquet"], help="format of --source")
     command("models", list_models, "list every model with its status, metrics and latest decision")
+    replay_command = command("replay", replay, "write the next simulated batch into the incoming folder")
+    replay_command.add_argument("--scenario", choices=["stationary", "persona_shift", "data_bug"], required=True)
+    replay_command.add_argument("--batch", type=int, required=True, help="batch number (1, 2, ...)")
+    replay_command.add_argument("--size", type=int, default=2000)
+    replay_command.add_argument("--seed", type=int, default=0)
+    replay_command.add_argument("--strength", type=float, default=0.5, help="persona_shift strength in [0, 1]")
+    replay_command.add_argument("--ramp", type=int, default=1, help="persona_shift reaches --strength at this batch")
+    replay_command.add_argument("--bug", choices=["empty_column", "unit_change"], default="empty_column")
+    replay_command.add_argument("--no-outcomes", action="store_true", help="do not write the batch's outcomes")
+    batch_command = command("batch", run_batch, "load a batch export (and outcomes), check, score, publish")
+    batch_command.add_argument("--customers", required=True, help="the batch's customer export")
+    batch_command.add_argument("--outcomes", help="an outcome file to load with it")
+    retrain_command = command("retrain", retrain, "retrain, validate against the champion, decide, re-score")
+    retrain_command.add_argument("--reason", default="requested from the command line")
     for name, person in (("approve", "approver"), ("reject", "reviewer"), ("rollback", "actor")):
         sub = command(name, decide_on_model, f"{name} a model (recorded with who and why)")
         sub.add_argument("--version", required=True, help="model version")

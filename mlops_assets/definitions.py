@@ -4,37 +4,84 @@ from __future__ import annotations
 
 import dagster as dg
 
-from mlops_assets.defs.features import dbt_models
+from mlops_assets.defs.features import dbt_marts, dbt_staging
 from mlops_assets.defs.ingestion import build_ingestion_assets
-from mlops_assets.defs.jobs import build_model_decision_jobs, build_pipeline_job
+from mlops_assets.defs.jobs import (
+    batch_job_name,
+    build_model_decision_jobs,
+    build_operational_jobs,
+    build_pipeline_job,
+    build_schedules,
+    outcomes_job_name,
+    retrain_job_name,
+)
 from mlops_assets.defs.lifecycle import build_lifecycle_assets
+from mlops_assets.defs.monitoring import build_monitoring_assets
 from mlops_assets.defs.quality import build_quality_checks
+from mlops_assets.defs.replay import build_replay_job
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.scoring import build_scoring_assets
 from mlops_assets.defs.training import build_training_assets
 from mlops_assets.settings import Settings
 from mlops_assets.use_cases import UseCase, all_use_cases
+from sensors import build_incoming_files_sensor, build_retraining_sensor
+
+
+def monitored_check_keys(use_case: UseCase, definitions: list) -> list[dg.AssetCheckKey]:
+    """The checks whose failure calls for retraining: data quality of raw, staged and mart data,
+    drift, realized performance (not warnings such as extra columns, not the score table's checks)."""
+    watched_assets = {"raw_customers", "stg_customers", use_case.feature_mart, "drift_report", "model_performance"}
+    return [
+        key
+        for definition in definitions
+        if isinstance(definition, dg.AssetChecksDefinition)
+        for key in definition.check_keys
+        if key.asset_key.path[-1] in watched_assets and key.name != "no_extra_columns"
+    ]
 
 
 def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase, ...] | None = None) -> dg.Definitions:
     """Everything Dagster loads; tests pass a temporary `settings` or modified `use_cases`."""
     settings = settings or Settings.from_env()
     settings.prepare()
-    assets, checks, jobs = [dbt_models], [], []
+    assets, checks, jobs, schedules, sensors = [dbt_staging, dbt_marts], [], [], [], []
     for use_case in use_cases or all_use_cases():
+        quality_checks = build_quality_checks(use_case)
+        monitoring = build_monitoring_assets(use_case)
         for definition in (
             *build_ingestion_assets(use_case),
             *build_training_assets(use_case),
             *build_lifecycle_assets(use_case),
             *build_scoring_assets(use_case),
-            *build_quality_checks(use_case),
+            *monitoring,
+            *quality_checks,
         ):
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
-        jobs += [build_pipeline_job(use_case), *build_model_decision_jobs(use_case)]
+        operational = {job.name: job for job in build_operational_jobs(use_case)}
+        jobs += [build_pipeline_job(use_case), *build_model_decision_jobs(use_case), *operational.values()]
+        if use_case.replay:
+            jobs.append(build_replay_job(use_case))
+        schedules += build_schedules(use_case)
+        sensors += [
+            build_incoming_files_sensor(
+                use_case.name,
+                settings.incoming_dir,
+                operational[batch_job_name(use_case)],
+                operational[outcomes_job_name(use_case)],
+            ),
+            build_retraining_sensor(
+                use_case.name,
+                operational[retrain_job_name(use_case)],
+                monitored_check_keys(use_case, [*quality_checks, *monitoring]),
+                use_case.monitoring.retrain_cooldown_minutes,
+            ),
+        ]
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,
         jobs=jobs,
+        schedules=schedules,
+        sensors=sensors,
         resources=build_resources(settings),
         # One process: ~30 ms per step here, against 3-4 s per step for the multiprocess executor.
         executor=dg.in_process_executor,

@@ -58,6 +58,20 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _checked_file_sha256(path: Path) -> str:
+    """The file's sha256, after checking it exists, is a file and is not empty."""
+    if not path.exists():
+        raise SourceDataError(f"{path}: source file not found")
+    if not path.is_file():
+        raise SourceDataError(f"{path}: source path is not a file")
+    try:
+        if path.stat().st_size == 0:
+            raise SourceDataError(f"{path}: the file is empty (0 bytes)")
+        return file_sha256(path)
+    except OSError as error:
+        raise SourceDataError(f"{path}: source file cannot be read: {error}") from error
+
+
 def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -169,20 +183,15 @@ def load_source(
     """
     path = Path(path)
     schema = table.split(".")[0]
-    if not path.exists():
-        raise SourceDataError(f"{path}: source file not found")
-    if not path.is_file():
-        raise SourceDataError(f"{path}: source path is not a file")
-    try:
-        if path.stat().st_size == 0:
-            raise SourceDataError(f"{path}: the file is empty (0 bytes)")
-        sha256 = file_sha256(path)
-    except OSError as error:
-        raise SourceDataError(f"{path}: source file cannot be read: {error}") from error
+    sha256 = _checked_file_sha256(path)
 
-    required = [r.column for r in rules] + ([id_column] if id_column else [])
+    required = [r.column for r in rules if r.required] + ([id_column] if id_column else [])
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
     columns = _read_source(connection, path, source_format, delimiter, required)
+    # Optional columns may be left out (e.g. the target of a batch whose outcomes come later).
+    for rule in rules:
+        if rule.column not in columns:
+            connection.execute(f"alter table _source add column {quote_identifier(rule.column)} varchar")
     row_count = connection.execute("select count(*) from _source").fetchall()[0][0]
     if row_count == 0:
         raise SourceDataError(f"{path}: the file has a header but no data rows")
@@ -284,7 +293,7 @@ def load_source(
     if rejected:
         raise SourceDataError(f"{path}: {message}")
 
-    known = set(required)
+    known = {r.column for r in rules} | ({id_column} if id_column else set())
     return SourceLoad(
         load_id=load_id,
         source_file=str(path),
@@ -332,3 +341,87 @@ def previous_accepted_load(
         [before_load_id, before_load_id],
     ).fetchdf()
     return None if rows.empty else rows.iloc[0]
+
+
+@dataclass(frozen=True)
+class OutcomeLoad:
+    load_id: str
+    source_file: str
+    sha256: str
+    rows: int
+    buyers: int
+    duplicates_superseded: int
+    loaded_at: datetime
+
+
+def ensure_outcomes_table(connection: duckdb.DuckDBPyConnection, schema: str, target_column: str) -> None:
+    """The outcomes table dbt reads exists from the first customer load on, empty until outcomes arrive."""
+    connection.execute(f"create schema if not exists {schema}")
+    connection.execute(
+        f"""create table if not exists {schema}.raw_outcomes (
+                customer_id varchar, {quote_identifier(target_column)} varchar, _load_id varchar,
+                _source_file varchar, _loaded_at timestamp, _source_row bigint)"""
+    )
+
+
+def load_outcomes(
+    connection: duckdb.DuckDBPyConnection,
+    *,
+    path: Path,
+    schema: str,
+    target_column: str,
+    allowed_values: tuple[str, ...],
+    load_id: str,
+    source_format: str = "csv",
+    delimiter: str = ",",
+) -> OutcomeLoad:
+    """Append a campaign-outcome file (customer_id, target) to `<schema>.raw_outcomes`, or raise
+    SourceDataError naming the file, row and column and append nothing. Within a file, a customer's
+    last row wins; across files, the latest load wins (see stg_<use case>__outcomes)."""
+    path = Path(path)
+    sha256 = _checked_file_sha256(path)
+    _read_source(connection, path, source_format, delimiter, ["customer_id", target_column])
+    connection.execute(
+        f"""create or replace temp table _outcomes as
+            select row_number() over (order by rowid) as source_row,
+                   nullif(trim(cast(customer_id as varchar)), '') as customer_id,
+                   nullif(trim(cast({quote_identifier(target_column)} as varchar)), '') as outcome
+            from _source"""
+    )
+    rows = connection.execute("select count(*) from _outcomes").fetchall()[0][0]
+    if rows == 0:
+        raise SourceDataError(f"{path}: the file has a header but no data rows")
+    allowed = ", ".join(sql_literal(v) for v in allowed_values)
+    bad = connection.execute(
+        f"""select source_row, customer_id, outcome from _outcomes
+            where customer_id is null or outcome is null or outcome not in ({allowed})
+            order by source_row limit 5"""
+    ).fetchall()
+    if bad:
+        count = connection.execute(
+            f"select count(*) from _outcomes where customer_id is null or outcome is null or outcome not in ({allowed})"
+        ).fetchall()[0][0]
+        first_row, customer, value = bad[0]
+        column = "customer_id" if customer is None else target_column
+        raise SourceDataError(
+            f"{path}: {count} row(s) without a customer id or with an outcome not in {'/'.join(allowed_values)} "
+            f"(first: data row {first_row}, column {column}, value {value if customer else None!r})"
+        )
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    connection.execute("begin transaction")
+    try:
+        ensure_outcomes_table(connection, schema, target_column)
+        connection.execute(
+            f"""insert into {schema}.raw_outcomes
+                select customer_id, outcome, ?, ?, ?::timestamp, source_row from _outcomes""",
+            [load_id, str(path), loaded_at],
+        )
+        connection.execute("commit")
+    except BaseException:
+        connection.execute("rollback")
+        raise
+    buyers, distinct = connection.execute(
+        f"select count(*) filter (where outcome = {sql_literal(allowed_values[0])}), count(distinct customer_id) "
+        "from _outcomes"
+    ).fetchall()[0]
+    return OutcomeLoad(load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at)

@@ -12,7 +12,7 @@ from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.evaluation import calibration_table, classification_metrics, decile_table
 from mlops_assets.ml.fairness import evaluate_fairness, fairness_table
 from mlops_assets.ml.model_card import render_model_card
-from mlops_assets.ml.promotion import Decision, decide
+from mlops_assets.ml.promotion import REJECT, Decision, decide
 from mlops_assets.registry import (
     RegistryError,
     latest_validation,
@@ -109,6 +109,10 @@ def validate_challenger(
         fairness_reasons=fairness_reasons,
         policy=use_case.promotion,
     )
+    if champion is not None and champion.sha256 == challenger.sha256:
+        # Same data and parameters give the same trees: nothing to promote (e.g. a retrain after a
+        # data-quality failure, which trains on the last accepted data).
+        decision = Decision(REJECT, [f"identical to the champion {champion.model_version} (same sha256)"], {})
     if champion_note:
         decision.reasons.append(champion_note)
     primary = use_case.promotion.primary_metric

@@ -182,3 +182,42 @@ def write_batch(batch: ReplayBatch, directory: Path) -> dict[str, Path]:
             raise
         paths[name] = path
     return paths
+
+
+def ramped_strength(strength: float, batch_number: int, ramp_batches: int) -> float:
+    """persona_shift grows over the first `ramp_batches` batches to `strength` (a gradual change of
+    the customer base), so detection delay can be measured; ramp_batches <= 1 shifts at once."""
+    if ramp_batches <= 1:
+        return strength
+    return strength * min(1.0, batch_number / ramp_batches)
+
+
+def write_replay_files(
+    source_path: Path,
+    directory: Path,
+    scenario: str,
+    *,
+    batch_number: int,
+    size: int = 2000,
+    seed: int = 0,
+    strength: float = 0.5,
+    ramp_batches: int = 1,
+    bug: str = "empty_column",
+    bug_column: str | None = None,
+    with_outcomes: bool = True,
+) -> dict[str, Path]:
+    """Write the next batch (and, unless told not to, its outcomes) into an incoming folder."""
+    batch = make_batch(
+        read_source(source_path),
+        scenario,
+        batch_number=batch_number,
+        size=size,
+        seed=seed,
+        strength=ramped_strength(strength, batch_number, ramp_batches),
+        bug=bug,
+        bug_column=bug_column or None,
+    )
+    paths = write_batch(batch, directory)
+    if not with_outcomes:
+        paths.pop("outcomes").unlink()
+    return paths

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 
@@ -17,21 +17,31 @@ class Settings:
     home: Path
     duckdb_path: Path
     published_dir: Path
+    incoming_dir: Path
+
+    @classmethod
+    def under(cls, home: Path) -> Settings:
+        """Every path inside one folder (tests and benchmarks use a temporary one).
+
+        The warehouse file name is fixed: dbt-duckdb names the catalog after the file ("warehouse"),
+        and the dbt manifest Dagster reads records that name.
+        """
+        home = Path(home).resolve()
+        return cls(home, home / "warehouse.duckdb", home / "published", home / "incoming")
 
     @classmethod
     def from_env(cls) -> Settings:
-        home = Path(os.environ.get("MLOPS_HOME", PROJECT_ROOT / "var")).resolve()
-        return cls(
-            home=home,
-            # A fixed file name: dbt-duckdb names the catalog after the file ("warehouse"), and the
-            # dbt manifest Dagster reads records that name.
-            duckdb_path=home / "warehouse.duckdb",
-            published_dir=Path(os.environ.get("MLOPS_PUBLISHED_DIR", home / "published")).resolve(),
+        settings = cls.under(Path(os.environ.get("MLOPS_HOME", PROJECT_ROOT / "var")))
+        return replace(
+            settings,
+            published_dir=Path(os.environ.get("MLOPS_PUBLISHED_DIR", settings.published_dir)).resolve(),
+            incoming_dir=Path(os.environ.get("MLOPS_INCOMING_DIR", settings.incoming_dir)).resolve(),
         )
 
     def prepare(self) -> None:
         self.duckdb_path.parent.mkdir(parents=True, exist_ok=True)
         self.published_dir.mkdir(parents=True, exist_ok=True)
+        self.incoming_dir.mkdir(parents=True, exist_ok=True)
 
 
 def resolve_project_path(path: str | Path) -> Path:

@@ -1,1 +1,9 @@
-"""Sensors that re-materialize models when data-quality, drift or performance checks fail."""
+"""Sensors of the platform: new files arriving, failed checks that call for retraining, freshness.
+
+`build_use_case_sensors` returns a use case's sensors; `mlops_assets.definitions` registers them.
+"""
+
+from sensors.incoming import build_incoming_files_sensor
+from sensors.retraining import RETRAIN_TAG, build_retraining_sensor
+
+__all__ = ["RETRAIN_TAG", "build_incoming_files_sensor", "build_retraining_sensor"]

@@ -19,7 +19,7 @@ from mlops_assets.use_cases import UseCase, get_use_case  # noqa: E402
 
 
 def temporary_settings(home: Path) -> Settings:
-    return Settings(home=home, duckdb_path=home / "warehouse.duckdb", published_dir=home / "published")
+    return Settings.under(home)
 
 
 @dataclass
@@ -30,11 +30,21 @@ class PipelineHarness:
     instance: dg.DagsterInstance
     defs: dg.Definitions
 
-    def run(self, job_name: str = "caravan_pipeline", run_config: dict | None = None, raise_on_error=True):
+    def run(self, job_name: str = "caravan_pipeline", run_config: dict | None = None, raise_on_error=True, tags=None):
         job = self.defs.resolve_job_def(job_name)
         return job.execute_in_process(
-            instance=self.instance, run_config=run_config or {}, raise_on_error=raise_on_error
+            instance=self.instance, run_config=run_config or {}, raise_on_error=raise_on_error, tags=tags
         )
+
+    def tick(self, sensor_name: str, cursor: str | None):
+        """One evaluation of a sensor, as the daemon does it: (run requests, new cursor, skip reason)."""
+        sensor = self.defs.resolve_sensor_def(sensor_name)
+        context = dg.build_sensor_context(instance=self.instance, definitions=self.defs, cursor=cursor)
+        result = sensor.evaluate_tick(context)
+        return result.run_requests or [], result.cursor, result.skip_message
+
+    def launch(self, request: dg.RunRequest, default_job: str, raise_on_error=False):
+        return self.run(request.job_name or default_job, request.run_config, raise_on_error, dict(request.tags))
 
     def latest_metadata(self, key: str) -> dict:
         event = self.instance.get_latest_materialization_event(dg.AssetKey.from_user_string(key))

@@ -37,13 +37,14 @@ READER = textwrap.dedent(
 
 def test_readers_never_see_a_lock_error_or_a_partial_table_during_runs(tmp_path):
     harness = make_harness(tmp_path / "platform")
-    assert harness.run().success
+    modest = {"ops": {"caravan__propensity_model": {"config": {"num_leaves": 2, "max_rounds": 5}}}}
+    assert harness.run(run_config=modest).success  # a first champion that the default model will beat
     published = harness.settings.published_dir / "caravan.duckdb"
     stop_file, log_file = tmp_path / "stop", tmp_path / "reads.jsonl"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(published), str(stop_file), str(log_file)])
     try:
         time.sleep(1.0)
-        assert harness.run().success  # a full run: load, dbt, train, score, publish a new version
+        assert harness.run().success  # a full run: load, dbt, train, promote, score, publish a new version
         time.sleep(1.0)
     finally:
         stop_file.touch()

@@ -42,7 +42,7 @@ def test_dbt_tests_and_python_gates_are_asset_checks():
         "raw_customers:row_count_vs_previous_load",
         "raw_customers:quarantine_share",
         "stg_customers:valid_values",
-        "customer_features:distribution_sanity",
+        "stg_customers:distribution_sanity",
         "customer_features:target_has_both_classes",
         "customer_scores:valid_scores",
     ]:

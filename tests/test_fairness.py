@@ -108,7 +108,7 @@ def test_both_sides_of_the_selection_rate_bound(bound, passed):
 def test_both_sides_of_the_true_positive_rate_bound(bound, passed):
     # Equal selection rates, but 40% of a's buyers are selected against 30% of b's: ratio 0.75.
     y, scores, groups, share = customers_with({"a": (1000, 100, 50, 20), "b": (1000, 100, 50, 15)})
-    bounds = FairnessBounds(min_tpr_ratio=bound, top_share=share)
+    bounds = FairnessBounds(min_tpr_ratio=bound, top_share=share, require_significance=False)
     result = evaluate_fairness(y, scores, groups, bounds)
     assert result.demographic_parity_ratio == pytest.approx(1.0)
     assert result.equal_opportunity_ratio == pytest.approx(0.75)  # reported even when not gated
@@ -191,3 +191,18 @@ def test_a_ratio_below_the_bound_fails_only_when_significant():
             assert any("not significantly" in note and "upper bound" in note for note in result.notes)
         else:
             assert "95% upper bound 0.7" in result.reasons[0]
+
+
+def test_a_true_positive_rate_ratio_below_the_bound_fails_only_when_significant():
+    # TPR 40% vs 20%: with 20 buyers per group chance can explain it, with 2,000 it cannot.
+    small = customers_with({"a": (1000, 100, 20, 8), "b": (1000, 100, 20, 4)})
+    large = customers_with({"a": (100_000, 10_000, 2_000, 800), "b": (100_000, 10_000, 2_000, 400)})
+    for (y, scores, groups, share), passed in [(small, True), (large, False)]:
+        bounds = FairnessBounds(min_selection_rate_ratio=None, min_tpr_ratio=0.8, top_share=share)
+        result = evaluate_fairness(y, scores, groups, bounds)
+        assert result.equal_opportunity_ratio == pytest.approx(0.5)
+        assert result.passed is passed
+        if passed:
+            assert any("true-positive-rate ratio 0.50 is below 0.80 but not significantly" in n for n in result.notes)
+        else:
+            assert "true-positive-rate ratio 0.50 < 0.80, 95% upper bound" in result.reasons[0]

@@ -11,6 +11,8 @@ from mlops_assets.publishing import read_published
 from mlops_assets.registry import audit_customer
 
 WEAK_MODEL = {"ops": {"caravan__propensity_model": {"config": {"min_child_samples": 5000, "max_rounds": 1}}}}
+# Above the 0.70 floor but clearly below the default model (test ROC AUC about 0.71 against 0.76).
+MODEST_MODEL = {"ops": {"caravan__propensity_model": {"config": {"num_leaves": 2, "max_rounds": 5}}}}
 
 
 def _warehouse(harness):
@@ -41,14 +43,14 @@ def _decision(harness, action, version, actor="Ada Risk", comment="reviewed"):
 
 @pytest.fixture(scope="module")
 def auto_platform(tmp_path_factory):
-    """Two good runs: the first model is champion, the second replaces it."""
+    """A modest first model becomes champion; the default model beats it and replaces it."""
     harness = make_harness(tmp_path_factory.mktemp("lifecycle"))
-    assert harness.run().success
+    assert harness.run(run_config=MODEST_MODEL).success
     assert harness.run().success
     return harness
 
 
-def test_first_model_is_champion_and_an_equal_challenger_replaces_it(auto_platform):
+def test_first_model_is_champion_and_a_better_challenger_replaces_it(auto_platform):
     statuses = _statuses(auto_platform)
     assert sorted(statuses.values()) == ["champion", "retired"]
     champion = next(v for v, s in statuses.items() if s == "champion")
@@ -63,24 +65,37 @@ def test_first_model_is_champion_and_an_equal_challenger_replaces_it(auto_platfo
     assert "vs champion" in validation[2]
 
 
+def test_a_challenger_identical_to_the_champion_is_not_promoted(auto_platform):
+    champion = _published_version(auto_platform)
+    assert auto_platform.run().success  # same data, same parameters: the same trees
+    statuses = _statuses(auto_platform)
+    assert statuses[champion] == "champion"
+    with _warehouse(auto_platform) as connection:
+        decision, reasons = connection.execute(
+            "select decision, reasons from caravan.model_validations order by validated_at desc limit 1"
+        ).fetchone()
+    assert decision == "reject" and f"identical to the champion {champion}" in reasons
+
+
 def test_worse_challenger_is_rejected_the_champion_stays_and_an_alert_is_raised(auto_platform):
     champion_before = _published_version(auto_platform)
+    known = set(_statuses(auto_platform))
     result = auto_platform.run(run_config=WEAK_MODEL, raise_on_error=False)
     assert result.success  # a refused promotion is a decision, not a failure
     statuses = _statuses(auto_platform)
-    rejected = [v for v, s in statuses.items() if s == "rejected"]
-    assert len(rejected) == 1 and statuses[champion_before] == "champion"
+    (rejected,) = set(statuses) - known
+    assert statuses[rejected] == "rejected" and statuses[champion_before] == "champion"
     assert _published_version(auto_platform) == champion_before
     with _warehouse(auto_platform) as connection:
         reason = connection.execute(
             "select reason from caravan.model_status_events where model_version = ? and status = 'rejected'",
-            rejected,
+            [rejected],
         ).fetchone()[0]
-        alerts = connection.execute(
-            "select kind, message from caravan.alerts where kind = 'promotion_refused'"
-        ).fetchall()
+        alert = connection.execute(
+            "select message from caravan.alerts where kind = 'promotion_refused' order by raised_at desc limit 1"
+        ).fetchone()[0]
     assert "failed gate(s): quality_floor, not_worse_than_champion" in reason
-    assert len(alerts) == 1 and rejected[0] in alerts[0][1]
+    assert rejected in alert
 
 
 def test_rollback_makes_a_former_champion_serve_again(auto_platform):
@@ -123,7 +138,8 @@ def test_audit_returns_the_full_chain_for_a_customer(auto_platform):
     assert latest["validation_decision"] == "promote"
     assert latest["approved_by"] and latest["trigger"] == "manual"
     reasons = json.loads(latest["reasons"])
-    assert len(reasons) == 3 and all(r["label"] and r["contribution"] > 0 for r in reasons)
+    # up to 3 reasons: the features that raised the score most (a small model may use fewer)
+    assert 1 <= len(reasons) <= 3 and all(r["label"] and r["contribution"] > 0 for r in reasons)
     assert audit_customer(
         duckdb.connect(str(auto_platform.settings.duckdb_path), read_only=True),
         "caravan",

@@ -8,8 +8,8 @@ from pydantic import Field
 
 from mlops_assets.defs.config import camel, config_class
 from mlops_assets.defs.io_managers import Warehouse, table_metadata
-from mlops_assets.defs.resources import WAREHOUSE_POOL
-from mlops_assets.ingestion import load_source
+from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
+from mlops_assets.ingestion import SourceDataError, ensure_outcomes_table, load_outcomes, load_source
 from mlops_assets.settings import resolve_project_path
 from mlops_assets.use_cases import UseCase
 
@@ -21,6 +21,13 @@ class IngestionConfig(dg.Config):
     id_column: str | None = Field(
         None, description="Column holding the customer id; empty: ids are assigned from the row position."
     )
+
+
+class OutcomesConfig(dg.Config):
+    outcomes_path: str = Field(
+        "", description="Outcome file to append (customer_id and the target column); empty: nothing new."
+    )
+    source_format: Literal["csv", "parquet"] = Field("csv", description="File format of the outcome file.")
 
 
 def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
@@ -35,7 +42,9 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
             "id_column": source.id_column,
         },
     )
-    raw_table = f"{use_case.name}.raw_customers"
+    name = use_case.name
+    raw_table = f"{name}.raw_customers"
+    target_column, target_values = use_case.target_source()
 
     @dg.asset(
         key=[use_case.name, "raw_customers"],
@@ -49,22 +58,29 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
             f"`{use_case.name}.raw_customer_loads`, unusable rows in `{use_case.name}.quarantined_customers`."
         ),
     )
-    def raw_customers(context: dg.AssetExecutionContext, config: Config, warehouse: Warehouse):
+    def raw_customers(context: dg.AssetExecutionContext, config: Config, warehouse: Warehouse, notifier: Notifier):
         path = resolve_project_path(config.source_path)
         load_id = f"load-{datetime.now(UTC):%Y%m%dT%H%M%S}-{context.run.run_id[:8]}"
         with warehouse.get_connection() as connection:
-            load = load_source(
-                connection,
-                path=path,
-                source_format=config.source_format,
-                delimiter=config.delimiter,
-                table=raw_table,
-                rules=use_case.row_rules(),
-                load_id=load_id,
-                id_column=config.id_column,
-                id_prefix=source.id_prefix,
-                max_quarantine_share=use_case.quality.max_quarantine_share,
-            )
+            try:
+                load = load_source(
+                    connection,
+                    path=path,
+                    source_format=config.source_format,
+                    delimiter=config.delimiter,
+                    table=raw_table,
+                    rules=use_case.row_rules(),
+                    load_id=load_id,
+                    id_column=config.id_column,
+                    id_prefix=source.id_prefix,
+                    max_quarantine_share=use_case.quality.max_quarantine_share,
+                )
+            except SourceDataError as error:
+                notifier.notify(
+                    context, name, "data_quality", f"load rejected: {error}", {"load_id": load_id}, "error", connection
+                )
+                raise
+            ensure_outcomes_table(connection, name, target_column)
             metadata = table_metadata(connection, raw_table, load.row_count)
         if load.extra_columns:
             context.log.warning(
@@ -86,4 +102,43 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
             }
         )
 
-    return [raw_customers]
+    @dg.asset(
+        key=[name, "raw_outcomes"],
+        group_name="ingestion",
+        kinds={"duckdb", "csv"},
+        pool=WAREHOUSE_POOL,
+        description=(
+            f"Campaign outcomes reported for scored customers (customer_id, {target_column} "
+            f"{'/'.join(target_values)}), appended per file, never overwritten. They become the labels of "
+            "the customers they name (see stg_outcomes), and let monitoring measure realized performance."
+        ),
+    )
+    def raw_outcomes(context: dg.AssetExecutionContext, config: OutcomesConfig, warehouse: Warehouse):
+        load_id = f"outcomes-{datetime.now(UTC):%Y%m%dT%H%M%S}-{context.run.run_id[:8]}"
+        with warehouse.get_connection() as connection:
+            ensure_outcomes_table(connection, name, target_column)
+            metadata: dict = {}
+            if config.outcomes_path:
+                loaded = load_outcomes(
+                    connection,
+                    path=resolve_project_path(config.outcomes_path),
+                    schema=name,
+                    target_column=target_column,
+                    allowed_values=target_values,
+                    load_id=load_id,
+                    source_format=config.source_format,
+                )
+                metadata = {
+                    "load_id": loaded.load_id,
+                    "source_file": dg.MetadataValue.path(loaded.source_file),
+                    "source_sha256": loaded.sha256,
+                    "new_outcomes": loaded.rows,
+                    "new_buyers": loaded.buyers,
+                    "duplicates_superseded": loaded.duplicates_superseded,
+                }
+            else:
+                metadata = {"new_outcomes": 0, "note": "no outcome file given (outcomes_path empty)"}
+            metadata.update(table_metadata(connection, f"{name}.raw_outcomes"))
+        return dg.MaterializeResult(metadata=metadata)
+
+    return [raw_customers, raw_outcomes]

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping
 
 import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from mlops_assets.use_cases import UseCase
 
@@ -37,7 +38,107 @@ def pipeline_job_name(use_case: UseCase) -> str:
     return f"{use_case.name}_pipeline"
 
 
-def build_pipeline_job(use_case: UseCase) -> dg.UnresolvedAssetJobDefinition:
+def batch_job_name(use_case: UseCase) -> str:
+    return f"{use_case.name}_batch"
+
+
+def retrain_job_name(use_case: UseCase) -> str:
+    return f"{use_case.name}_retrain"
+
+
+def scoring_job_name(use_case: UseCase) -> str:
+    return f"{use_case.name}_scoring"
+
+
+def drift_report_job_name(use_case: UseCase) -> str:
+    return f"{use_case.name}_drift_report"
+
+
+def outcomes_job_name(use_case: UseCase) -> str:
+    return f"{use_case.name}_outcomes"
+
+
+def _key(use_case: UseCase, name: str) -> dg.AssetKey:
+    return dg.AssetKey([use_case.name, name])
+
+
+def _model_lineage(use_case: UseCase) -> dg.AssetSelection:
+    return dg.AssetSelection.assets(
+        *(_key(use_case, n) for n in ("training_set", "propensity_model", "model_validation", "champion_model"))
+    )
+
+
+def build_operational_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefinition]:
+    """The jobs that run a use case day to day (sensors and schedules launch them)."""
+    everything = dg.AssetSelection.key_prefixes([use_case.name])
+    mart = _key(use_case, use_case.feature_mart)
+    return [
+        dg.define_asset_job(
+            batch_job_name(use_case),
+            selection=everything - _model_lineage(use_case),
+            description=(
+                f"{use_case.title}: a new batch arrives: load the export and any outcome file, build features, "
+                "check quality and drift, score with the current champion, publish, measure realized performance. "
+                "No training: failed checks make the retraining sensor start the retrain job."
+            ),
+        ),
+        dg.define_asset_job(
+            retrain_job_name(use_case),
+            # The mart's checks run again so that a retrain never trains on data that fails them.
+            selection=dg.AssetSelection.assets(_key(use_case, "training_set")).downstream()
+            | dg.AssetSelection.checks_for_assets(mart),
+            description=(
+                f"{use_case.title}: retrain on the accepted labelled customers, validate against the champion, "
+                "decide, then score and publish with the champion. Started by the retraining sensor (or by hand)."
+            ),
+        ),
+        dg.define_asset_job(
+            scoring_job_name(use_case),
+            selection=dg.AssetSelection.assets(_key(use_case, "customer_scores"), _key(use_case, "published_scores")),
+            description=f"{use_case.title}: score the latest batch with the champion and publish (daily schedule).",
+        ),
+        dg.define_asset_job(
+            drift_report_job_name(use_case),
+            selection=dg.AssetSelection.assets(_key(use_case, "drift_report")),
+            description=f"{use_case.title}: drift of the latest batch against the champion (weekly schedule).",
+        ),
+        dg.define_asset_job(
+            outcomes_job_name(use_case),
+            selection=dg.AssetSelection.assets(
+                _key(use_case, "raw_outcomes"),
+                _key(use_case, "stg_outcomes"),
+                mart,
+                _key(use_case, "model_performance"),
+            ),
+            description=f"{use_case.title}: load an outcome file, refresh labels and realized performance.",
+        ),
+    ]
+
+
+def build_schedules(use_case: UseCase) -> list[dg.ScheduleDefinition]:
+    return [
+        dg.ScheduleDefinition(
+            name=f"{use_case.name}_daily_scoring",
+            job_name=scoring_job_name(use_case),
+            cron_schedule="0 6 * * *",
+            execution_timezone="Europe/Zurich",
+            tags=trigger_tags("schedule", {"schedule": "daily scoring"}),
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Scores the latest batch with the champion and publishes, every morning at 06:00.",
+        ),
+        dg.ScheduleDefinition(
+            name=f"{use_case.name}_weekly_drift_report",
+            job_name=drift_report_job_name(use_case),
+            cron_schedule="0 7 * * 1",
+            execution_timezone="Europe/Zurich",
+            tags=trigger_tags("schedule", {"schedule": "weekly drift report"}),
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            description="Drift report of the latest batch against the champion, Mondays at 07:00.",
+        ),
+    ]
+
+
+def build_pipeline_job(use_case: UseCase) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         name=pipeline_job_name(use_case),
         selection=dg.AssetSelection.key_prefixes([use_case.name]),
@@ -53,7 +154,7 @@ def rollback_job_name(use_case: UseCase) -> str:
     return f"{use_case.name}_model_rollback"
 
 
-def build_model_decision_jobs(use_case: UseCase) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_model_decision_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefinition]:
     """A person's decision on the champion, then re-scoring and re-publishing with the champion."""
     selection = dg.AssetSelection.assets(dg.AssetKey([use_case.name, "champion_model"])).downstream()
     step = f"{use_case.name}__champion_model"

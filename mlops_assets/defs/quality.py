@@ -15,7 +15,7 @@ import pandas as pd
 
 from mlops_assets.defs.io_managers import Warehouse
 from mlops_assets.defs.metadata import markdown_table
-from mlops_assets.defs.resources import WAREHOUSE_POOL
+from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
 from mlops_assets.ingestion import previous_accepted_load
 from mlops_assets.quality.expectations import (
     CheckOutcome,
@@ -123,7 +123,7 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
         description=f"Great Expectations suite {suite['name']} (quality/suites/{schema}/{asset}.json)",
         pool=WAREHOUSE_POOL,
     )
-    def expectations_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse):
+    def expectations_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, notifier: Notifier):
         parameters, schema_columns = {}, None
         with warehouse.get_connection() as connection:
             frame = connection.execute(f"select {selected} from {table}").fetchdf()
@@ -166,6 +166,19 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
                     for o in outcomes
                 ],
             )
+            blocked = [c for c in checks if c.blocking and not c.passed]
+            if blocked:
+                notifier.notify(
+                    context,
+                    schema,
+                    "data_quality",
+                    f"{key.to_user_string()} failed {', '.join(c.check.name for c in blocked)}"
+                    + (f" for {source_file}" if source_file else "")
+                    + f": {blocked[0].summary()}",
+                    {"load_id": load_id, "checks": [c.check.name for c in blocked]},
+                    "error",
+                    connection,
+                )
         for outcome in checks:
             yield _check_result(key, outcome, load_id, source_file)
 

@@ -64,9 +64,21 @@ def build_resources(settings: Settings) -> dict:
         "io_manager": WarehouseIOManager(database=str(settings.duckdb_path)),
         "model_io_manager": ModelArtifactIOManager(warehouse=warehouse),
         "publisher": ScorePublisher(published_dir=str(settings.published_dir)),
+        "incoming": IncomingFolder(path=str(settings.incoming_dir)),
         "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
         "notifier": Notifier(warehouse=warehouse, webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None),
     }
+
+
+class IncomingFolder(dg.ConfigurableResource):
+    """Where new customer exports and outcome files arrive: `<path>/<use case>/` (watched by a sensor)."""
+
+    path: str
+
+    def folder_for(self, use_case: str) -> Path:
+        folder = Path(self.path) / use_case
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
 
 class Notifier(dg.ConfigurableResource):

@@ -1,7 +1,7 @@
 """Scoring every customer with the model and publishing the scores for marketing."""
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -11,7 +11,7 @@ from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.explanations import explain_top_share
-from mlops_assets.ml.scoring import reason_table, score_table, score_table_problems
+from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_table, score_table_problems
 from mlops_assets.ml.training import predict_proba
 from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
@@ -67,7 +67,7 @@ def build_scoring_assets(use_case: UseCase) -> list:
         kinds={"lightgbm", "duckdb"},
         pool=WAREHOUSE_POOL,
         description=(
-            "One row per customer, scored by the champion model: purchase probability (score), rank "
+            "One row per customer of the latest load, scored by the champion model: purchase probability (score), rank "
             "(1 = most likely buyer), decile (1 = top 10%), model version, scoring time, and for the "
             f"top {use_case.scoring.explain_top_share:.0%} the {use_case.scoring.reasons_per_customer} "
             "main reasons (LightGBM SHAP contributions, readable names). Checked before publication."
@@ -78,6 +78,7 @@ def build_scoring_assets(use_case: UseCase) -> list:
         customer_features: pd.DataFrame,
         champion_model: ModelArtifact,
     ) -> pd.DataFrame:
+        customer_features = customers_of_latest_load(customer_features)
         # The champion, not necessarily the newest model; loading verifies the artefact's checksum.
         booster = champion_model.load_booster()
         scores = predict_proba(
@@ -127,19 +128,28 @@ def build_scoring_assets(use_case: UseCase) -> list:
         asset=scores_key,
         additional_ins={"customer_features": dg.AssetIn(key=features_key)},
         blocking=True,
-        description=("Every customer scored exactly once by one model, every score in [0, 1]; gates publication."),
+        description=(
+            "Every customer of the latest load scored exactly once by one model, every score in [0, 1]; "
+            "gates publication."
+        ),
     )
     def scores_are_complete(customer_scores: pd.DataFrame, customer_features: pd.DataFrame) -> dg.AssetCheckResult:
-        problems = score_table_problems(customer_scores, customer_features["customer_id"])
+        expected = customers_of_latest_load(customer_features)["customer_id"]
+        problems = score_table_problems(customer_scores, expected)
         return dg.AssetCheckResult(
             passed=not problems,
             description="; ".join(problems) or "complete",
-            metadata={"scored_customers": len(customer_scores), "customers": len(customer_features)},
+            metadata={"scored_customers": len(customer_scores), "customers_of_latest_load": len(expected)},
         )
 
     @dg.asset(
         key=[name, "published_scores"],
         ins={"customer_scores": dg.AssetIn(key=scores_key)},
+        # Marketing expects fresh scores every day: the UI flags the asset when the last publication is
+        # older than this (evaluated by Dagster's freshness daemon).
+        freshness_policy=dg.FreshnessPolicy.time_window(
+            fail_window=timedelta(hours=use_case.monitoring.published_scores_max_age_hours)
+        ),
         group_name="scoring",
         kinds={"duckdb"},
         description=(

@@ -10,7 +10,7 @@ from mlops_assets.defs.config import camel, config_from_model
 from mlops_assets.defs.io_managers import Warehouse
 from mlops_assets.defs.jobs import trigger_of
 from mlops_assets.defs.metadata import float_metrics, markdown_table, png_image
-from mlops_assets.defs.resources import WAREHOUSE_POOL
+from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.datasets import assign_splits, dataset_fingerprint
 from mlops_assets.ml.drift import build_reference_profile, build_score_profile
@@ -59,9 +59,18 @@ def build_training_assets(use_case: UseCase) -> list:
             f"and seed ({use_case.split.seed})."
         ),
     )
-    def training_set(context: dg.AssetExecutionContext, customer_features: pd.DataFrame) -> pd.DataFrame:
+    def training_set(
+        context: dg.AssetExecutionContext, customer_features: pd.DataFrame, notifier: Notifier
+    ) -> pd.DataFrame:
+        trigger = trigger_of(context.run.tags)
+        if trigger["trigger"] == "sensor":
+            notifier.notify(context, name, "retrain_started", "retraining started", trigger, "info")
         labelled = customer_features[customer_features[target].notna()]
-        frame = labelled[["customer_id", *feature_names, target, "load_id"]].reset_index(drop=True)
+        # Sorted: the mart's row order is not guaranteed, and bagging in LightGBM depends on row order,
+        # so the same data must always arrive in the same order to give the same model.
+        frame = labelled[["customer_id", *feature_names, target, "load_id"]].sort_values(
+            "customer_id", ignore_index=True
+        )
         frame[target] = frame[target].astype("int64")
         frame["split"] = assign_splits(
             frame["customer_id"], frame[target], use_case.split.fractions, use_case.split.seed

@@ -64,3 +64,22 @@ def calibration_table(y_true: np.ndarray, scores: np.ndarray, bins: int = 10) ->
         .agg(customers=("buyer", "size"), mean_score=("score", "mean"), observed_rate=("buyer", "mean"))
         .reset_index()
     )
+
+
+def realized_performance(scored: pd.DataFrame, group_column: str, min_outcomes: int) -> pd.DataFrame:
+    """Per group (e.g. publication): customers with an outcome, buyers, ROC AUC and top-decile lift of
+    the published scores. Metrics are NaN for groups with fewer than `min_outcomes` or a single class.
+
+    `scored` holds one row per published score with a known outcome: group, score, outcome (0/1).
+    """
+    rows = []
+    for group, part in scored.groupby(group_column, sort=False):
+        row = {group_column: group, "customers_with_outcome": len(part), "buyers": int(part["outcome"].sum())}
+        if len(part) >= min_outcomes and part["outcome"].nunique() == 2:
+            metrics = classification_metrics(part["outcome"].to_numpy(), part["score"].to_numpy())
+            row.update(roc_auc=metrics["roc_auc"], top_decile_lift=metrics["top_decile_lift"])
+        else:
+            row.update(roc_auc=np.nan, top_decile_lift=np.nan)
+        rows.append(row)
+    columns = [group_column, "customers_with_outcome", "buyers", "roc_auc", "top_decile_lift"]
+    return pd.DataFrame(rows, columns=columns)

@@ -55,9 +55,9 @@ class FairnessBounds(BaseModel):
     require_significance: bool = Field(
         True,
         description=(
-            "Fail the selection-rate bound only when the ratio is significantly below it: the upper end "
-            "of its confidence interval (Katz log method) is under the bound. On a test split of a few "
-            "thousand customers the measured ratio swings by +-0.2 from chance alone."
+            "Fail a ratio bound only when the ratio is significantly below it: the upper end of its "
+            "confidence interval (Katz log method) is under the bound. On a test split of a few thousand "
+            "customers the measured ratios swing by +-0.2 from chance alone."
         ),
     )
     confidence: float = Field(0.95, gt=0.5, lt=1, description="Confidence level of that interval.")
@@ -158,17 +158,26 @@ def fairness_table(
     ]
 
 
-def selection_ratio_upper_bound(low: pd.Series, high: pd.Series, confidence: float) -> float:
-    """Upper confidence bound of low/high selection rate (Katz log interval, 0.5 added to empty counts)."""
+def ratio_upper_bound(
+    low_hits: float, low_total: float, high_hits: float, high_total: float, confidence: float
+) -> float:
+    """Upper confidence bound of (low_hits/low_total) / (high_hits/high_total): Katz log interval,
+    with 0.5 added to an empty count."""
     from scipy.stats import norm
 
-    selected_low = max(float(low["selected"]), 0.5)
-    selected_high = max(float(high["selected"]), 0.5)
-    rate_low = selected_low / low["customers"]
-    rate_high = selected_high / high["customers"]
-    standard_error = math.sqrt((1 - rate_low) / selected_low + (1 - rate_high) / selected_high)
+    low_hits, high_hits = max(float(low_hits), 0.5), max(float(high_hits), 0.5)
+    rate_low, rate_high = low_hits / low_total, high_hits / high_total
+    standard_error = math.sqrt((1 - rate_low) / low_hits + (1 - rate_high) / high_hits)
     z = norm.ppf(0.5 + confidence / 2)
     return float(math.exp(math.log(rate_low / rate_high) + z * standard_error))
+
+
+def selection_ratio_upper_bound(low: pd.Series, high: pd.Series, confidence: float) -> float:
+    return ratio_upper_bound(low["selected"], low["customers"], high["selected"], high["customers"], confidence)
+
+
+def tpr_ratio_upper_bound(low: pd.Series, high: pd.Series, confidence: float) -> float:
+    return ratio_upper_bound(low["buyers_selected"], low["buyers"], high["buyers_selected"], high["buyers"], confidence)
 
 
 def _names(table: pd.DataFrame, attribute: str) -> str:
@@ -244,12 +253,22 @@ def evaluate_fairness(
         if high["true_positive_rate"] == 0:
             reasons.append(f"no buyer of any gated group ({_names(with_buyers, attribute)}) is in the {top}")
         elif eo_ratio < bounds.min_tpr_ratio:
-            reasons.append(
-                f"true-positive-rate ratio {eo_ratio:.2f} < {bounds.min_tpr_ratio:.2f}: "
+            upper = tpr_ratio_upper_bound(low, high, bounds.confidence)
+            detail = (
                 f"{attribute}={low['group']} has {low['true_positive_rate']:.1%} of its buyers in the {top} "
                 f"({low['buyers_selected']} of {low['buyers']}), {attribute}={high['group']} has "
                 f"{high['true_positive_rate']:.1%} ({high['buyers_selected']} of {high['buyers']})"
             )
+            if not bounds.require_significance or upper < bounds.min_tpr_ratio:
+                interval = f", {bounds.confidence:.0%} upper bound {upper:.2f}" if bounds.require_significance else ""
+                reasons.append(
+                    f"true-positive-rate ratio {eo_ratio:.2f} < {bounds.min_tpr_ratio:.2f}{interval}: {detail}"
+                )
+            else:
+                notes.append(
+                    f"true-positive-rate ratio {eo_ratio:.2f} is below {bounds.min_tpr_ratio:.2f} but not "
+                    f"significantly ({bounds.confidence:.0%} upper bound {upper:.2f}): {detail}"
+                )
 
     return FairnessResult(
         table=table,

@@ -38,3 +38,18 @@ def lift_and_calibration_chart(deciles: pd.DataFrame, calibration: pd.DataFrame,
     right.set_title("Calibration", fontsize=10)
     figure.suptitle(title, fontsize=10)
     return _png(figure)
+
+
+def drift_chart(report: pd.DataFrame, psi_warn: float, psi_alert: float, title: str, top: int = 20) -> bytes:
+    """PSI per feature (largest first) against the warn and alert thresholds."""
+    shown = report.sort_values("psi", ascending=False).head(top).iloc[::-1]
+    colors = ["#c0392b" if d else "#3b6ea5" for d in shown["drifted"]]
+    figure, axis = plt.subplots(figsize=(7, 0.28 * len(shown) + 1.2))
+    axis.barh(shown["feature"], shown["psi"], color=colors)
+    axis.axvline(psi_warn, color="#e67e22", linestyle=":", label=f"warn {psi_warn}")
+    axis.axvline(psi_alert, color="#c0392b", linestyle="--", label=f"alert {psi_alert}")
+    axis.set_xlabel("population stability index (red: drift alert)")
+    axis.tick_params(axis="y", labelsize=7)
+    axis.legend(fontsize=7, loc="lower right")
+    axis.set_title(title, fontsize=9)
+    return _png(figure)

@@ -67,3 +67,14 @@ def reason_table(customer_ids: pd.Series, reasons: pd.DataFrame, k: int) -> pd.D
     table = table.reindex(columns=ordered)
     table.insert(0, "customer_id", customer_ids.loc[reasons.index].to_numpy() if len(reasons) else [])
     return table.reset_index(drop=True)
+
+
+def customers_of_latest_load(features: pd.DataFrame) -> pd.DataFrame:
+    """The customers whose latest record came with the most recent load: the batch to score now.
+
+    After the first full export that is every customer; after a batch export, the batch.
+    """
+    if features.empty:
+        return features
+    latest = features["loaded_at"].max()
+    return features[features["loaded_at"] == latest]

@@ -157,8 +157,46 @@ def _value_expectations(dictionary: pd.DataFrame, code_labels: pd.DataFrame | No
     return expectations
 
 
+def _distribution_check(quality) -> CheckSpec:
+    return CheckSpec(
+        "distribution_sanity",
+        f"At most {quality.max_shifted_share:.0%} of numeric features have a mean more than "
+        f"{quality.distribution_tolerance_std} reference std away from the reference data.",
+        max_failed_share=quality.max_shifted_share,
+    )
+
+
+def _distribution_expectations(reference: pd.DataFrame, columns: list[str], quality) -> list[dict]:
+    """Each numeric column's mean within `distribution_tolerance_std` reference std of the reference mean."""
+    expectations = []
+    for name in columns:
+        values = pd.to_numeric(reference[name], errors="coerce").astype(float)
+        mean, std = float(values.mean()), float(values.std())
+        if not math.isfinite(std) or std == 0:
+            continue
+        tolerance = quality.distribution_tolerance_std * std
+        expectations.append(
+            _expectation(
+                "ExpectColumnMeanToBeBetween",
+                "distribution_sanity",
+                WARNING,
+                column=name,
+                min_value=round(mean - tolerance, 6),
+                max_value=round(mean + tolerance, 6),
+            )
+        )
+    return expectations
+
+
 def staged_suite(use_case, staged: pd.DataFrame, code_labels: pd.DataFrame | None = None) -> dict:
-    """Typed, usable customers: columns and types, completeness, unique ids, valid values."""
+    """The latest load, typed and usable: columns and types, completeness, unique ids, valid values,
+    and distribution sanity. Blocking: a load failing them never reaches the customer history.
+
+    Distribution sanity compares each numeric feature's mean with the reference data (mean within
+    `distribution_tolerance_std` reference standard deviations). A single moved column is drift,
+    which monitoring handles; the check fails only when more than `max_shifted_share` of the columns
+    moved at once, which means a different data set was delivered.
+    """
     features = _dictionary_features(use_case)
     checks = [
         CheckSpec("schema", "Exactly the expected columns."),
@@ -166,6 +204,7 @@ def staged_suite(use_case, staged: pd.DataFrame, code_labels: pd.DataFrame | Non
         CheckSpec("completeness", "No missing values in feature columns."),
         CheckSpec("unique_customer_id", "One row per customer id, none missing."),
         CheckSpec("valid_values", "Values within the data dictionary's ranges and code lists."),
+        _distribution_check(use_case.quality),
     ]
     expectations = [
         _expectation("ExpectTableColumnsToMatchSet", "schema", column_set=list(staged.columns), exact_match=True),
@@ -187,17 +226,14 @@ def staged_suite(use_case, staged: pd.DataFrame, code_labels: pd.DataFrame | Non
             )
         )
     expectations += _value_expectations(use_case.load_data_dictionary(), code_labels)
+    numeric = [row.feature_name for row in features.itertuples() if row.data_type in ("integer", "float")]
+    expectations += _distribution_expectations(staged, numeric, use_case.quality)
     return _suite(f"{use_case.name}.stg_customers", expectations, checks)
 
 
 def mart_suite(use_case, mart: pd.DataFrame) -> dict:
-    """The feature mart models train on: features present and complete, both classes, sane distributions.
-
-    Distribution sanity compares each numeric feature's mean with the reference data (mean within
-    `distribution_tolerance_std` reference standard deviations). A single moved column is drift,
-    which monitoring handles; the check fails only when more than `max_shifted_share` of the columns
-    moved at once, which means a different data set was delivered.
-    """
+    """The feature mart models train on and score from: features present and complete, unique ids,
+    labelled customers of both classes. Blocking for training and scoring."""
     quality = use_case.quality
     features = [f.name for f in use_case.features]
     checks = [
@@ -205,18 +241,12 @@ def mart_suite(use_case, mart: pd.DataFrame) -> dict:
         CheckSpec("completeness", "No missing values in model features."),
         CheckSpec("unique_customer_id", "One row per customer id, none missing."),
         CheckSpec("target_has_both_classes", "Labelled customers include buyers and non-buyers."),
-        CheckSpec(
-            "distribution_sanity",
-            f"At most {quality.max_shifted_share:.0%} of numeric features have a mean more than "
-            f"{quality.distribution_tolerance_std} reference std away from the reference data.",
-            max_failed_share=quality.max_shifted_share,
-        ),
     ]
     expectations = [
         _expectation(
             "ExpectTableColumnsToMatchSet",
             "schema",
-            column_set=["customer_id", *features, use_case.target],
+            column_set=["customer_id", *features, use_case.target, "load_id"],
             exact_match=False,
         ),
         _expectation("ExpectColumnValuesToBeUnique", "unique_customer_id", column="customer_id"),
@@ -231,27 +261,7 @@ def mart_suite(use_case, mart: pd.DataFrame) -> dict:
     for name in features:
         expectations.append(
             _expectation(
-                "ExpectColumnValuesToNotBeNull",
-                "completeness",
-                column=name,
-                mostly=1 - quality.max_null_share,
-            )
-        )
-    numeric = [f.name for f in use_case.features if f.type == "numeric"]
-    for name in numeric:
-        values = pd.to_numeric(mart[name], errors="coerce").astype(float)
-        mean, std = float(values.mean()), float(values.std())
-        if not math.isfinite(std) or std == 0:
-            continue
-        tolerance = quality.distribution_tolerance_std * std
-        expectations.append(
-            _expectation(
-                "ExpectColumnMeanToBeBetween",
-                "distribution_sanity",
-                WARNING,
-                column=name,
-                min_value=round(mean - tolerance, 6),
-                max_value=round(mean + tolerance, 6),
+                "ExpectColumnValuesToNotBeNull", "completeness", column=name, mostly=1 - quality.max_null_share
             )
         )
     return _suite(f"{use_case.name}.customer_features", expectations, checks)

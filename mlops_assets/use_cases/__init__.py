@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_assets.ml.drift import DriftThresholds
 from mlops_assets.ml.fairness import FairnessBounds
 from mlops_assets.ml.promotion import PromotionPolicy
 from mlops_assets.ml.training import FeatureSpec, TrainingParams
@@ -100,6 +101,24 @@ class ScoringSpec(BaseModel):
     reasons_per_customer: int = Field(3, ge=1, le=10)
 
 
+class MonitoringSpec(BaseModel):
+    """Drift and performance monitoring, and when they retrain (README "Monitoring and retraining")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    drift: DriftThresholds = DriftThresholds()
+    max_drifted_features: int = Field(
+        0, ge=0, description="feature_drift fails when more features than this have a drift alert."
+    )
+    min_realized_roc_auc: float = Field(0.60, description="realized_performance fails below this ROC AUC.")
+    min_realized_top_decile_lift: float = Field(1.5, description="... or below this top-decile lift.")
+    min_outcomes: int = Field(200, ge=1, description="Outcomes a batch needs before its performance is judged.")
+    retrain_cooldown_minutes: float = Field(
+        30, ge=0, description="After a retrain request, further failures wait this long (then one request)."
+    )
+    published_scores_max_age_hours: float = Field(26, gt=0, description="Freshness of the published scores.")
+
+
 class FairnessSpec(FairnessBounds):
     """Fairness gate of the champion/challenger decision (ml/fairness.py)."""
 
@@ -125,11 +144,15 @@ class UseCase(BaseModel):
     quality: QualitySpec = QualitySpec()
     scoring: ScoringSpec = ScoringSpec()
     promotion: PromotionPolicy = PromotionPolicy()
+    monitoring: MonitoringSpec = MonitoringSpec()
     fairness: FairnessSpec | None = None
     feature_descriptions: dict[str, str] = Field(
         default_factory=dict, description="Readable names of features built in dbt (not in the dictionary)."
     )
     known_limitations: list[str] = []
+    replay: Literal["caravan"] | None = Field(
+        None, description="Replay generator for monitoring drills (mlops_assets/replay.py), if any."
+    )
 
     @field_validator("name")
     @classmethod
@@ -164,6 +187,11 @@ class UseCase(BaseModel):
 
     def load_code_labels(self) -> pd.DataFrame | None:
         return pd.read_csv(resolve_project_path(self.code_labels)) if self.code_labels else None
+
+    def target_source(self) -> tuple[str, tuple[str, ...]]:
+        """The export's target column and its allowed values, positive outcome first (e.g. Yes, No)."""
+        row = self.load_data_dictionary().query("value_type == 'target'").iloc[0]
+        return row["source_column"], tuple(str(row["allowed_values"]).split("|"))
 
     def row_rules(self) -> list[ColumnRule]:
         """Per source column: data type, required, range, allowed values (quality/rows.py)."""

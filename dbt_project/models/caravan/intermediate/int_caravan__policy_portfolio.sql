@@ -1,15 +1,16 @@
 {{ config(alias='int_policy_portfolio') }}
 
--- Summaries of each customer's own insurance portfolio: how much insurance, and how broad.
+-- Summaries of each customer record's insurance portfolio: how much insurance, and how broad.
 
 with customers as (
 
-    select * from {{ ref('stg_caravan__customers') }}
+    select * from {{ ref('int_caravan__customer_history') }}
 
 )
 
 select
     customer_id,
+    load_id,
     (
         num_private_third_party_policies +
         num_third_party_firms_policies +

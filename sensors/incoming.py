@@ -1,0 +1,102 @@
+"""A new export or outcome file in `<incoming>/<use case>/` starts a run that loads it.
+
+`customers_<batch>.csv|parquet` starts the batch job (with `outcomes_<batch>.csv` of the same batch if
+it is already there); an outcome file on its own starts the outcomes job. Each file is handled once:
+the cursor remembers file names with their modification times (a file rewritten later counts again).
+"""
+
+import csv
+import json
+from pathlib import Path
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from mlops_assets.defs.jobs import trigger_tags
+
+EXPORT_SUFFIXES = (".csv", ".parquet")
+
+
+def _has_id_column(path: Path) -> bool:
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return "customer_id" in pq.read_schema(path).names
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        return "customer_id" in next(csv.reader(handle), [])
+
+
+def _files(folder: Path, prefix: str) -> list[Path]:
+    return sorted(p for p in folder.glob(f"{prefix}_*") if p.suffix in EXPORT_SUFFIXES and not p.name.startswith("."))
+
+
+def build_incoming_files_sensor(
+    use_case_name: str, incoming_dir: Path, batch_job: UnresolvedAssetJobDefinition, outcomes_job
+) -> dg.SensorDefinition:
+    folder = Path(incoming_dir) / use_case_name
+
+    @dg.sensor(
+        name=f"{use_case_name}_incoming_files",
+        jobs=[batch_job, outcomes_job],
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Starts {batch_job.name} for each new customer export and {outcomes_job.name} for each "
+        f"lone outcome file in {folder}.",
+    )
+    def incoming_files(context: dg.SensorEvaluationContext):
+        handled: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        if not folder.exists():
+            return dg.SkipReason(f"{folder} does not exist yet")
+
+        def is_new(path: Path) -> bool:
+            return handled.get(path.name) != path.stat().st_mtime_ns
+
+        requests = []
+        outcome_files = {p.stem.removeprefix("outcomes_"): p for p in _files(folder, "outcomes")}
+        for export in _files(folder, "customers"):
+            if not is_new(export):
+                continue
+            batch = export.stem.removeprefix("customers_")
+            outcomes = outcome_files.get(batch)
+            raw_config = {
+                "source_path": str(export),
+                "source_format": export.suffix.lstrip("."),
+                "id_column": "customer_id" if _has_id_column(export) else None,
+            }
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{export.name}:{export.stat().st_mtime_ns}",
+                    job_name=batch_job.name,
+                    run_config={
+                        "ops": {
+                            f"{use_case_name}__raw_customers": {"config": raw_config},
+                            f"{use_case_name}__raw_outcomes": {
+                                "config": {"outcomes_path": str(outcomes) if outcomes else ""}
+                            },
+                        }
+                    },
+                    tags=trigger_tags("sensor", {"sensor": "incoming files", "file": export.name}),
+                )
+            )
+            handled[export.name] = export.stat().st_mtime_ns
+            if outcomes is not None:
+                handled[outcomes.name] = outcomes.stat().st_mtime_ns
+        for outcomes in outcome_files.values():
+            if not is_new(outcomes):
+                continue
+            requests.append(
+                dg.RunRequest(
+                    run_key=f"{outcomes.name}:{outcomes.stat().st_mtime_ns}",
+                    job_name=outcomes_job.name,
+                    run_config={
+                        "ops": {f"{use_case_name}__raw_outcomes": {"config": {"outcomes_path": str(outcomes)}}}
+                    },
+                    tags=trigger_tags("sensor", {"sensor": "incoming files", "file": outcomes.name}),
+                )
+            )
+            handled[outcomes.name] = outcomes.stat().st_mtime_ns
+        if not requests:
+            return dg.SkipReason(f"no new files in {folder}")
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(handled, sort_keys=True))
+
+    return incoming_files
