@@ -36,6 +36,7 @@ run: setup
 	$(VENV)/bin/mlops run
 
 test: setup
+	.ci/ensure-postgres
 	$(VENV)/bin/pytest
 
 dev: setup

@@ -4,6 +4,7 @@
     mlops replay --scenario persona_shift --batch 1 [--strength 0.8]   next simulated batch
     mlops batch --customers FILE [--outcomes FILE]   a batch: load, check, score, publish, monitor
     mlops retrain [--reason TEXT]
+    mlops synthetic --customers 1000000 [--persona-shift 0.5]   synthetic Swiss bank customers
     mlops models                                   every model with status, metrics, decision
     mlops approve  --version V --approver NAME [--comment TEXT]
     mlops reject   --version V --reviewer NAME [--comment TEXT]
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from mlops_assets.settings import PROJECT_ROOT
@@ -169,6 +171,17 @@ def retrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate_synthetic(args: argparse.Namespace) -> int:
+    from mlops_assets.synthetic.swiss_bank import write_parquet
+    from mlops_assets.use_cases import get_use_case
+
+    path = Path(args.out) if args.out else get_use_case("swiss_bank").source_path
+    started = time.perf_counter()
+    write_parquet(path, args.customers, seed=args.seed, persona_shift=args.persona_shift)
+    print(f"{path}: {args.customers:,} customers in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
 def decide_on_model(args: argparse.Namespace) -> int:
     from mlops_assets.defs.jobs import approval_job_name, rollback_job_name
     from mlops_assets.use_cases import get_use_case
@@ -288,6 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     replay_command.add_argument("--ramp", type=int, default=1, help="persona_shift reaches --strength at this batch")
     replay_command.add_argument("--bug", choices=["empty_column", "unit_change"], default="empty_column")
     replay_command.add_argument("--no-outcomes", action="store_true", help="do not write the batch's outcomes")
+    synthetic = command("synthetic", generate_synthetic, "generate synthetic Swiss bank customers (Parquet)")
+    synthetic.add_argument("--customers", type=int, default=100_000)
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--persona-shift", type=float, default=0.0, help="0 = old buyer persona, 1 = new")
+    synthetic.add_argument("--out", help="default: the swiss_bank use case's source path")
     batch_command = command("batch", run_batch, "load a batch export (and outcomes), check, score, publish")
     batch_command.add_argument("--customers", required=True, help="the batch's customer export")
     batch_command.add_argument("--outcomes", help="an outcome file to load with it")

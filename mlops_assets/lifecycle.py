@@ -51,9 +51,11 @@ def validate_challenger(
     the champion's training split either (unless their label changed).
     """
     target = use_case.target
-    test = training_set[training_set["split"] == "test"]
+    is_test = (training_set["split"] == "test").to_numpy()
+    test = training_set[is_test]
     y_test = test[target].to_numpy()
-    challenger_scores = challenger.predict(test)
+    all_scores = challenger.predict(training_set)  # once: the test split and the population table
+    challenger_scores = all_scores[is_test]
     metrics = classification_metrics(y_test, challenger_scores)
     champion_metrics, champion_note = None, ""
     if champion is not None:
@@ -66,7 +68,8 @@ def validate_challenger(
     latest_load = training_set["load_id"].max()
     recent = test[test["load_id"] == latest_load]
     if training_set["load_id"].nunique() > 1 and len(recent) >= MIN_RECENT_ROWS and recent[target].nunique() == 2:
-        recent_metrics = classification_metrics(recent[target].to_numpy(), challenger.predict(recent))
+        recent_scores = all_scores[is_test & (training_set["load_id"] == latest_load).to_numpy()]
+        recent_metrics = classification_metrics(recent[target].to_numpy(), recent_scores)
 
     fairness_passed, fairness_reasons, fairness_summary = True, [], "No fairness gate configured."
     fairness_record: dict = {}
@@ -78,7 +81,7 @@ def validate_challenger(
         gated_table = result.table
         population_table = fairness_table(
             training_set[target].to_numpy(),
-            challenger.predict(training_set),
+            all_scores,
             training_set[spec.attribute],
             spec.top_share,
             spec.min_group_size,

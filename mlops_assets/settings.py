@@ -45,9 +45,13 @@ class Settings:
 
 
 def resolve_project_path(path: str | Path) -> Path:
-    """Relative paths in use-case files are relative to the project root, not the working directory."""
-    path = Path(path).expanduser()
-    return path if path.is_absolute() else PROJECT_ROOT / path
+    """Relative paths in use-case files are relative to the project root, not the working directory;
+    `${MLOPS_HOME}` stands for the folder of generated files (see Settings)."""
+    text = str(path)
+    if "${MLOPS_HOME}" in text:
+        text = text.replace("${MLOPS_HOME}", str(Settings.from_env().home))
+    resolved = Path(text).expanduser()
+    return resolved if resolved.is_absolute() else PROJECT_ROOT / resolved
 
 
 @cache

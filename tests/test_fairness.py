@@ -206,3 +206,20 @@ def test_a_true_positive_rate_ratio_below_the_bound_fails_only_when_significant(
             assert any("true-positive-rate ratio 0.50 is below 0.80 but not significantly" in n for n in result.notes)
         else:
             assert "true-positive-rate ratio 0.50 < 0.80, 95% upper bound" in result.reasons[0]
+
+
+def test_rates_equal_fairlearns_metric_frame():
+    from fairlearn.metrics import MetricFrame, selection_rate, true_positive_rate
+
+    rng = np.random.default_rng(5)
+    y, scores = (rng.random(5000) < 0.1).astype(int), rng.random(5000)
+    groups = rng.choice(["a", "b", "c"], 5000)
+    table = fairness_table(y, scores, groups, top_share=0.1).set_index("group")
+    reference = MetricFrame(
+        metrics={"selection_rate": selection_rate, "true_positive_rate": true_positive_rate},
+        y_true=y,
+        y_pred=top_share_mask(scores, 0.1).astype(int),
+        sensitive_features=groups,
+    ).by_group
+    assert np.allclose(table["selection_rate"], reference["selection_rate"])
+    assert np.allclose(table["true_positive_rate"], reference["true_positive_rate"])

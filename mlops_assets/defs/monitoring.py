@@ -39,7 +39,16 @@ def build_monitoring_assets(use_case: UseCase) -> list:
 
     @dg.asset(
         key=drift_key,
-        ins={"customer_features": dg.AssetIn(key=features_key), "champion_model": dg.AssetIn(key=champion_key)},
+        ins={
+            "customer_features": dg.AssetIn(
+                key=features_key,
+                metadata={"columns": ["customer_id", *(f.name for f in use_case.features), "load_id", "loaded_at"]},
+            ),
+            "customer_scores": dg.AssetIn(
+                key=dg.AssetKey([name, "customer_scores"]), metadata={"columns": ["score", "model_version"]}
+            ),
+            "champion_model": dg.AssetIn(key=champion_key),
+        },
         group_name="monitoring",
         kinds={"pandas", "duckdb"},
         pool=WAREHOUSE_POOL,
@@ -53,6 +62,7 @@ def build_monitoring_assets(use_case: UseCase) -> list:
     def drift_report(
         context: dg.AssetExecutionContext,
         customer_features: pd.DataFrame,
+        customer_scores: pd.DataFrame,
         champion_model: ModelArtifact,
         warehouse: Warehouse,
     ) -> pd.DataFrame:
@@ -61,7 +71,13 @@ def build_monitoring_assets(use_case: UseCase) -> list:
             raise dg.Failure(f"champion {champion_model.model_version} has no reference profile; retrain it")
         batch = customers_of_latest_load(customer_features)
         report = compare_to_reference(profile["features"], batch, monitoring.drift)
-        scores = score_drift(profile["scores"], champion_model.predict(batch), monitoring.drift)
+        # The champion's scores of this batch are in the score table already: no second prediction.
+        if set(customer_scores["model_version"]) != {champion_model.model_version}:
+            raise dg.Failure(
+                f"customer_scores come from {sorted(set(customer_scores['model_version']))}, not the champion "
+                f"{champion_model.model_version}; re-materialize customer_scores"
+            )
+        scores = score_drift(profile["scores"], customer_scores["score"].to_numpy(), monitoring.drift)
         score_row = {
             "feature": SCORE_ROW,
             "type": "score",

@@ -1,6 +1,5 @@
 """Scoring every customer with the model and publishing the scores for marketing."""
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -11,7 +10,7 @@ from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.explanations import explain_top_share
-from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_table, score_table_problems
+from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_table
 from mlops_assets.ml.training import predict_proba
 from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
@@ -21,46 +20,34 @@ MARKETING_QUERY = (
 )
 
 
-SCORE_HISTORY_COLUMNS = [
-    "publication_id",
-    "published_at",
-    "customer_id",
-    "score",
-    "rank",
-    "decile",
-    "model_version",
-    "scored_at",
-    "reasons",
-]
-
-
-def _reasons_json(scores: pd.DataFrame, k: int) -> pd.Series:
-    """Each customer's reasons as one JSON text (null when not explained), for the score history."""
-    reasons = []
-    for row in scores.itertuples(index=False):
-        entries = [
-            {
-                "feature": getattr(row, f"reason_{slot}_feature"),
-                "label": getattr(row, f"reason_{slot}"),
-                "value": getattr(row, f"reason_{slot}_value"),
-                "contribution": getattr(row, f"reason_{slot}_contribution"),
-            }
-            for slot in range(1, k + 1)
-            if isinstance(getattr(row, f"reason_{slot}_feature"), str)
-        ]
-        reasons.append(json.dumps(entries) if entries else None)
-    return pd.Series(reasons, index=scores.index)
+def _history_select(k: int) -> str:
+    """The score-history row of each published score; reasons as one JSON list (null if not explained)."""
+    reasons = ", ".join(
+        f"{{'feature': reason_{i}_feature, 'label': reason_{i}, 'value': reason_{i}_value, "
+        f"'contribution': reason_{i}_contribution}}"
+        for i in range(1, k + 1)
+    )
+    return f"""
+        select cast(? as varchar) as publication_id, cast(? as timestamp) as published_at, customer_id, score,
+               rank, decile,
+               model_version, scored_at,
+               case when reason_1_feature is null then null
+                    else cast(to_json(list_filter([{reasons}], lambda r: r.feature is not null)) as varchar)
+               end as reasons
+        from scores_to_publish"""
 
 
 def build_scoring_assets(use_case: UseCase) -> list:
     name = use_case.name
     features_key = dg.AssetKey([name, use_case.feature_mart])
     scores_key = dg.AssetKey([name, "customer_scores"])
+    # Scoring needs the ids, the model inputs and the load time, not the whole mart.
+    scoring_columns = ["customer_id", *(f.name for f in use_case.features), "loaded_at"]
 
     @dg.asset(
         key=scores_key,
         ins={
-            "customer_features": dg.AssetIn(key=features_key),
+            "customer_features": dg.AssetIn(key=features_key, metadata={"columns": scoring_columns}),
             "champion_model": dg.AssetIn(key=[name, "champion_model"]),
         },
         group_name="scoring",
@@ -126,20 +113,46 @@ def build_scoring_assets(use_case: UseCase) -> list:
 
     @dg.asset_check(
         asset=scores_key,
-        additional_ins={"customer_features": dg.AssetIn(key=features_key)},
+        additional_deps=[features_key],
         blocking=True,
         description=(
-            "Every customer of the latest load scored exactly once by one model, every score in [0, 1]; "
-            "gates publication."
+            "Every customer of the latest load scored exactly once, nobody else, by one model; gates publication."
         ),
     )
-    def scores_are_complete(customer_scores: pd.DataFrame, customer_features: pd.DataFrame) -> dg.AssetCheckResult:
-        expected = customers_of_latest_load(customer_features)["customer_id"]
-        problems = score_table_problems(customer_scores, expected)
+    def scores_are_complete(warehouse: Warehouse) -> dg.AssetCheckResult:
+        mart = f"{name}.{use_case.feature_mart}"
+        with warehouse.get_connection() as connection:
+            # Set comparisons in DuckDB: a million ids never have to come into Python.
+            duplicated, missing, unknown, versions, scored, expected, example_missing = connection.execute(
+                f"""
+                with expected as (
+                    select customer_id from {mart} where loaded_at = (select max(loaded_at) from {mart})
+                ),
+                scores as (select customer_id, model_version from {name}.customer_scores)
+                select
+                    (select count(*) - count(distinct customer_id) from scores),
+                    (select count(*) from expected anti join scores using (customer_id)),
+                    (select count(*) from scores anti join expected using (customer_id)),
+                    (select count(distinct model_version) from scores),
+                    (select count(*) from scores),
+                    (select count(*) from expected),
+                    (select list(customer_id order by customer_id)[1:5]
+                     from (select customer_id from expected anti join scores using (customer_id)))
+                """
+            ).fetchall()[0]
+        problems = []
+        if duplicated:
+            problems.append(f"{duplicated} customers scored more than once")
+        if missing:
+            problems.append(f"{missing} customers of the latest load not scored, e.g. {example_missing}")
+        if unknown:
+            problems.append(f"{unknown} scored ids are not customers of the latest load")
+        if versions != 1:
+            problems.append(f"scores from {versions} model versions, expected one")
         return dg.AssetCheckResult(
             passed=not problems,
             description="; ".join(problems) or "complete",
-            metadata={"scored_customers": len(customer_scores), "customers_of_latest_load": len(expected)},
+            metadata={"scored_customers": scored, "customers_of_latest_load": expected},
         )
 
     @dg.asset(
@@ -179,20 +192,19 @@ def build_scoring_assets(use_case: UseCase) -> list:
         )
         # The score history (what auditors query) and the published file change together: the history
         # rows are committed only once the new file is in place.
-        history = customer_scores.assign(
-            publication_id=context.run.run_id,
-            published_at=publication["published_at"].iloc[0],
-            reasons=_reasons_json(customer_scores, use_case.scoring.reasons_per_customer),
-        )[SCORE_HISTORY_COLUMNS]
+        published_at = publication["published_at"].iloc[0]
         with warehouse.get_connection() as connection:
             ensure_tables(connection, name)
-            connection.register("history_rows", history)
+            connection.register("scores_to_publish", customer_scores)
+            history = _history_select(use_case.scoring.reasons_per_customer)
             connection.execute("begin transaction")
             try:
                 connection.execute(
-                    f"create table if not exists {name}.score_history as select * from history_rows limit 0"
+                    f"create table if not exists {name}.score_history as {history} limit 0", [None, None]
                 )
-                connection.execute(f"insert into {name}.score_history by name select * from history_rows")
+                connection.execute(
+                    f"insert into {name}.score_history by name {history}", [context.run.run_id, published_at]
+                )
                 create_audit_view(connection, name)
                 path = publisher.publish(name, {"customer_scores": customer_scores, "publication": publication})
                 connection.execute("commit")

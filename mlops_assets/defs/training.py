@@ -44,12 +44,19 @@ def build_training_assets(use_case: UseCase) -> list:
     training_set_key = dg.AssetKey([name, "training_set"])
     model_key = dg.AssetKey([name, "propensity_model"])
     feature_names = [f.name for f in use_case.features]
+    # Sensitive attributes travel along (model inputs only if listed as features) for fairness.
+    sensitive_only = [a for a in use_case.sensitive_attributes if a not in feature_names]
     target = use_case.target
     TrainingConfig = config_from_model(f"{camel(name)}TrainingConfig", use_case.training)
 
     @dg.asset(
         key=training_set_key,
-        ins={"customer_features": dg.AssetIn(key=features_key)},
+        ins={
+            "customer_features": dg.AssetIn(
+                key=features_key,
+                metadata={"columns": ["customer_id", *feature_names, *sensitive_only, target, "load_id"]},
+            )
+        },
         group_name="training",
         kinds={"pandas", "duckdb"},
         pool=WAREHOUSE_POOL,
@@ -68,7 +75,7 @@ def build_training_assets(use_case: UseCase) -> list:
         labelled = customer_features[customer_features[target].notna()]
         # Sorted: the mart's row order is not guaranteed, and bagging in LightGBM depends on row order,
         # so the same data must always arrive in the same order to give the same model.
-        frame = labelled[["customer_id", *feature_names, target, "load_id"]].sort_values(
+        frame = labelled[["customer_id", *feature_names, *sensitive_only, target, "load_id"]].sort_values(
             "customer_id", ignore_index=True
         )
         frame[target] = frame[target].astype("int64")
@@ -161,7 +168,8 @@ def build_training_assets(use_case: UseCase) -> list:
             },
             reference_profile={
                 "features": build_reference_profile(training_set, use_case.features),
-                "scores": build_score_profile(provisional.predict(training_set)),
+                # Out-of-sample scores of the test split: a random, stratified sample of the population.
+                "scores": build_score_profile(test_scores),
             },
         )
         deciles = decile_table(test[target].to_numpy(), test_scores)

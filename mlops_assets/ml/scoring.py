@@ -28,26 +28,6 @@ def score_table(customer_ids: pd.Series, scores: np.ndarray, model_version: str,
     ).sort_values("rank", ignore_index=True)
 
 
-def score_table_problems(scores: pd.DataFrame, expected_customer_ids: pd.Series) -> list[str]:
-    """What is wrong with a score table: missing, unknown or repeated customers, bad scores."""
-    problems = []
-    duplicated = scores["customer_id"][scores["customer_id"].duplicated()]
-    if len(duplicated):
-        problems.append(f"{len(duplicated)} customers scored more than once, e.g. {list(duplicated[:5])}")
-    missing = set(expected_customer_ids) - set(scores["customer_id"])
-    if missing:
-        problems.append(f"{len(missing)} customers not scored, e.g. {sorted(missing)[:5]}")
-    unknown = set(scores["customer_id"]) - set(expected_customer_ids)
-    if unknown:
-        problems.append(f"{len(unknown)} scored ids are not customers, e.g. {sorted(unknown)[:5]}")
-    bad = scores[~scores["score"].between(0.0, 1.0)]
-    if len(bad):
-        problems.append(f"{len(bad)} scores outside [0, 1] or missing, e.g. {list(bad['customer_id'][:5])}")
-    if scores["model_version"].nunique() != 1:
-        problems.append(f"scores from {scores['model_version'].nunique()} model versions, expected one")
-    return problems
-
-
 def reason_table(customer_ids: pd.Series, reasons: pd.DataFrame, k: int) -> pd.DataFrame:
     """Reasons keyed by customer: reason_i (readable label), reason_i_feature, _value, _contribution."""
     columns = {}

@@ -75,7 +75,7 @@ def _suite(name: str, expectations: list[dict], checks: list[CheckSpec]) -> dict
 
 def _dictionary_features(use_case) -> pd.DataFrame:
     dictionary = use_case.load_data_dictionary()
-    return dictionary[dictionary["value_type"] != "target"]
+    return dictionary[~dictionary["value_type"].isin(["target", "identifier"])]
 
 
 def raw_suite(use_case) -> dict:
@@ -225,7 +225,8 @@ def staged_suite(use_case, staged: pd.DataFrame, code_labels: pd.DataFrame | Non
                 mostly=1 - use_case.quality.max_null_share,
             )
         )
-    expectations += _value_expectations(use_case.load_data_dictionary(), code_labels)
+    dictionary = use_case.load_data_dictionary()
+    expectations += _value_expectations(dictionary[dictionary["value_type"] != "identifier"], code_labels)
     numeric = [row.feature_name for row in features.itertuples() if row.data_type in ("integer", "float")]
     expectations += _distribution_expectations(staged, numeric, use_case.quality)
     return _suite(f"{use_case.name}.stg_customers", expectations, checks)

@@ -41,8 +41,12 @@ class ColumnRule:
 
 
 def rules_from_dictionary(dictionary: pd.DataFrame) -> list[ColumnRule]:
+    """One rule per source column; the customer-id column (value_type identifier) is the id, checked
+    for presence and duplicates by ingestion itself."""
     rules = []
     for row in dictionary.itertuples(index=False):
+        if row.value_type == "identifier":
+            continue
         allowed = getattr(row, "allowed_values", None)
         rules.append(
             ColumnRule(
@@ -101,29 +105,42 @@ def find_row_problems(
 ) -> None:
     """Create temp table `_row_problems` (customer_id, source_row, column_name, raw_value, reason).
 
-    `relation` must have customer_id and source_row (1-based data row number in the file).
+    `relation` must have customer_id and source_row (1-based data row number in the file). One scan
+    checks every rule of a row (a list of per-column results, kept only where a rule is broken).
     """
-    selects = [
-        f"""select customer_id, source_row, {_literal(rule.column)} as column_name,
-                   cast({_quote(rule.column)} as varchar) as raw_value, {_problem_expression(rule)} as reason
-            from {relation}"""
+    checks = ", ".join(
+        f"{{'column_name': {_literal(rule.column)}, 'raw_value': cast({_quote(rule.column)} as varchar), "
+        f"'reason': {_problem_expression(rule)}}}"
         for rule in rules
+    )
+    selects = [
+        f"""select customer_id, source_row, problem.column_name, problem.raw_value, problem.reason
+            from (
+                select customer_id, source_row,
+                       unnest(list_filter([{checks}], lambda result: result.reason is not null)) as problem
+                from {relation}
+            )"""
     ]
     if deduplicate_ids:
+        # Only ids seen more than once need the (costlier) look at their rows.
         selects.append(
             f"""select customer_id, source_row, 'customer_id' as column_name, customer_id as raw_value,
                        'duplicate customer id, superseded by row ' || last_row as reason
                 from (select customer_id, source_row,
                              max(source_row) over (partition by customer_id) as last_row
-                      from {relation})
+                      from {relation}
+                      where customer_id in (
+                          select customer_id from {relation} group by customer_id having count(*) > 1))
                 where source_row < last_row"""
         )
-    union = "\nunion all\n".join(f"select * from ({s}) where reason is not null" for s in selects)
-    connection.execute(f"create or replace temp table _row_problems as {union}")
+    connection.execute(f"create or replace temp table _row_problems as {' union all '.join(selects)}")
 
 
 def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: list[ColumnRule]) -> None:
-    """Create temp table `_outliers` (customer_id, column_name, value, robust_z) for kept rows."""
+    """Create temp table `_outliers` (customer_id, column_name, value, robust_z) for kept rows.
+
+    Three scans whatever the number of columns: medians, then median absolute deviations, then flags.
+    """
     numeric = [r for r in rules if r.data_type in ("integer", "float")]
     if not numeric:
         connection.execute(
@@ -131,28 +148,43 @@ def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: l
             "(customer_id varchar, column_name varchar, value double, robust_z double)"
         )
         return
+    names = [f"c{i}" for i in range(len(numeric))]
     values = ", ".join(
-        f"try_cast(nullif(trim(cast({_quote(r.column)} as varchar)), '') as double) as {_quote(r.column)}"
-        for r in numeric
+        f"try_cast(nullif(trim(cast({_quote(r.column)} as varchar)), '') as double) as {n}"
+        for r, n in zip(numeric, names, strict=True)
     )
-    columns = ", ".join(_quote(r.column) for r in numeric)
+    connection.execute(f"create or replace temp table _numeric as select customer_id, {values} from {relation}")
+    medians = connection.execute("select " + ", ".join(f"median({n})" for n in names) + " from _numeric").fetchall()[0]
+    scales = connection.execute(
+        "select "
+        + ", ".join(
+            f"1.4826 * median(abs({n} - {m}))" if m is not None else "null" for n, m in zip(names, medians, strict=True)
+        )
+        + " from _numeric"
+    ).fetchall()[0]
+    flags = [
+        f"{{'column_name': {_literal(r.column)}, 'value': {n}, 'robust_z': abs({n} - {m}) / {scale}}}"
+        for r, n, m, scale in zip(numeric, names, medians, scales, strict=True)
+        if m is not None and scale
+    ]
+    if not flags:
+        connection.execute(
+            "create or replace temp table _outliers as select customer_id, '' as column_name, "
+            "0.0 as value, 0.0 as robust_z from _numeric limit 0"
+        )
+        return
     connection.execute(
         f"""
         create or replace temp table _outliers as
-        with numeric_values as (select customer_id, {values} from {relation}),
-        long as (unpivot numeric_values on {columns} into name column_name value value),
-        stats as (
-            select column_name, median(value) as center,
-                   1.4826 * median(abs(value - m)) as scale
-            from (select column_name, value, median(value) over (partition by column_name) as m from long)
-            group by column_name
+        select customer_id, flag.column_name, flag.value, flag.robust_z
+        from (
+            select customer_id,
+                   unnest(list_filter([{", ".join(flags)}], lambda f: f.robust_z > {OUTLIER_ROBUST_Z})) as flag
+            from _numeric
         )
-        select long.customer_id, long.column_name, long.value,
-               abs(long.value - stats.center) / stats.scale as robust_z
-        from long join stats using (column_name)
-        where stats.scale > 0 and abs(long.value - stats.center) / stats.scale > {OUTLIER_ROBUST_Z}
         """
     )
+    connection.execute("drop table _numeric")
 
 
 def _problem_kind(reasons: pd.Series) -> pd.Series:
