@@ -186,6 +186,27 @@ def _min_max_ratio(table: pd.DataFrame, column: str) -> tuple[float, pd.Series |
     return float(ratio), low, high
 
 
+def _judge_ratio(
+    kind: str,
+    ratio: float,
+    bound: float,
+    upper: float,
+    detail: str,
+    bounds: FairnessBounds,
+    reasons: list[str],
+    notes: list[str],
+) -> None:
+    """A ratio under its bound fails (a reason), or, when only chance may explain it, is a note."""
+    if not bounds.require_significance or upper < bound:
+        interval = f", {bounds.confidence:.0%} upper bound {upper:.2f}" if bounds.require_significance else ""
+        reasons.append(f"{kind} ratio {ratio:.2f} < {bound:.2f}{interval}: {detail}")
+    else:
+        notes.append(
+            f"{kind} ratio {ratio:.2f} is below {bound:.2f} but not significantly "
+            f"({bounds.confidence:.0%} upper bound {upper:.2f}): {detail}"
+        )
+
+
 def evaluate_fairness(
     y_true: np.ndarray,
     scores: np.ndarray,
@@ -222,16 +243,7 @@ def evaluate_fairness(
             f"({low['selected']} of {low['customers']}), {attribute}={high['group']} has "
             f"{high['selection_rate']:.1%} ({high['selected']} of {high['customers']})"
         )
-        if not bounds.require_significance or upper < bounds.min_selection_rate_ratio:
-            interval = f", {bounds.confidence:.0%} upper bound {upper:.2f}" if bounds.require_significance else ""
-            reasons.append(
-                f"selection-rate ratio {dp_ratio:.2f} < {bounds.min_selection_rate_ratio:.2f}{interval}: {detail}"
-            )
-        else:
-            notes.append(
-                f"selection-rate ratio {dp_ratio:.2f} is below {bounds.min_selection_rate_ratio:.2f} but not "
-                f"significantly ({bounds.confidence:.0%} upper bound {upper:.2f}): {detail}"
-            )
+        _judge_ratio("selection-rate", dp_ratio, bounds.min_selection_rate_ratio, upper, detail, bounds, reasons, notes)
 
     with_buyers = gated[gated["buyers"] >= bounds.min_group_buyers]
     few_buyers = gated[gated["buyers"] < bounds.min_group_buyers]
@@ -251,16 +263,7 @@ def evaluate_fairness(
                 f"({low['buyers_selected']} of {low['buyers']}), {attribute}={high['group']} has "
                 f"{high['true_positive_rate']:.1%} ({high['buyers_selected']} of {high['buyers']})"
             )
-            if not bounds.require_significance or upper < bounds.min_tpr_ratio:
-                interval = f", {bounds.confidence:.0%} upper bound {upper:.2f}" if bounds.require_significance else ""
-                reasons.append(
-                    f"true-positive-rate ratio {eo_ratio:.2f} < {bounds.min_tpr_ratio:.2f}{interval}: {detail}"
-                )
-            else:
-                notes.append(
-                    f"true-positive-rate ratio {eo_ratio:.2f} is below {bounds.min_tpr_ratio:.2f} but not "
-                    f"significantly ({bounds.confidence:.0%} upper bound {upper:.2f}): {detail}"
-                )
+            _judge_ratio("true-positive-rate", eo_ratio, bounds.min_tpr_ratio, upper, detail, bounds, reasons, notes)
 
     return FairnessResult(
         table=table,

@@ -7,11 +7,5 @@
     )
 }}
 
--- Every accepted customer record of every load (built only after the staging checks passed).
-
-select *
-from {{ ref('stg_swiss_bank__customers') }}
-
-{% if is_incremental() %}
-where load_id not in (select distinct load_id from {{ this }})
-{% endif %}
+-- Built in the `marts` step, so a load reaches the history only after its staging checks passed.
+{{ customer_history(ref('stg_swiss_bank__customers')) }}
