@@ -24,10 +24,9 @@ $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	@touch $@
 
 # dagster-dbt reads dbt's manifest when the code location loads; rebuild it when dbt files change.
-# Parsed with the warehouse path runs use, so dbt's partial parsing applies to every run.
+# (dbt runs keep their own partial-parse state per warehouse: see mlops_assets/defs/features.py.)
 $(MANIFEST): $(VENV)/.synced $(DBT_SOURCES)
-	cd dbt_project && MLOPS_DUCKDB_PATH="$${MLOPS_HOME:-$(CURDIR)/var}/warehouse.duckdb" \
-		../$(VENV)/bin/dbt parse --quiet
+	cd dbt_project && ../$(VENV)/bin/dbt parse --quiet
 	@touch $@
 
 setup: $(VENV)/.synced $(MANIFEST)

@@ -137,16 +137,11 @@ def replay(args: argparse.Namespace) -> int:
 
 def run_batch(args: argparse.Namespace) -> int:
     from mlops_assets.defs.jobs import batch_job_name, trigger_tags
+    from mlops_assets.ingestion import export_ingestion_config
     from mlops_assets.use_cases import get_use_case
-    from sensors.incoming import _has_id_column
 
     use_case = get_use_case(args.use_case)
-    customers = Path(args.customers).resolve()
-    raw_config = {
-        "source_path": str(customers),
-        "source_format": customers.suffix.lstrip("."),
-        "id_column": "customer_id" if _has_id_column(customers) else None,
-    }
+    raw_config = export_ingestion_config(Path(args.customers).resolve())
     outcomes = {"outcomes_path": str(Path(args.outcomes).resolve()) if args.outcomes else ""}
     ops = {
         f"{use_case.name}__raw_customers": {"config": raw_config},

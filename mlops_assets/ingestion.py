@@ -18,6 +18,7 @@ import duckdb
 import pandas as pd
 
 from mlops_assets.quality.rows import ColumnRule, find_outliers, find_row_problems, summarize_problems
+from mlops_assets.warehouse import table_exists
 
 LOAD_LOG_COLUMNS = """
     load_id varchar primary key, source_file varchar, source_format varchar, sha256 varchar,
@@ -56,6 +57,23 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
         while chunk := handle.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def export_ingestion_config(path: Path) -> dict:
+    """Ingestion config for a batch export: its path, format, and its `customer_id` column if it has one."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        columns = pq.read_schema(path).names
+    else:
+        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+            columns = next(csv.reader(handle), [])
+    return {
+        "source_path": str(path),
+        "source_format": "parquet" if path.suffix == ".parquet" else "csv",
+        "id_column": "customer_id" if "customer_id" in columns else None,
+    }
 
 
 def _checked_file_sha256(path: Path) -> str:
@@ -309,24 +327,15 @@ def load_source(
     )
 
 
-def _table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [schema, table],
-        ).fetchall()[0][0]
-    )
-
-
 def previous_accepted_load(
     connection: duckdb.DuckDBPyConnection, schema: str, before_load_id: str, raw_asset: str | None = None
 ) -> pd.Series | None:
     """The last load before `before_load_id` that was accepted and, if `raw_asset` is given, whose
     raw data passed its critical expectations (per `<schema>.validation_results`)."""
-    if not _table_exists(connection, schema, "raw_customer_loads"):
+    if not table_exists(connection, schema, "raw_customer_loads"):
         return None
     failed_checks = ""
-    if raw_asset and _table_exists(connection, schema, "validation_results"):
+    if raw_asset and table_exists(connection, schema, "validation_results"):
         failed_checks = f"""and not exists (
             select 1 from {schema}.validation_results v
             where v.load_id = loads.load_id and v.asset = {sql_literal(raw_asset)}

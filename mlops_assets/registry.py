@@ -24,6 +24,7 @@ import duckdb
 import pandas as pd
 
 from mlops_assets.ml.artifacts import ModelArtifact
+from mlops_assets.warehouse import table_exists
 
 STATUSES = ("candidate", "pending_approval", "champion", "retired", "rejected")
 
@@ -115,7 +116,7 @@ def model_status(connection: duckdb.DuckDBPyConnection, schema: str, model_versi
 
 def current_champion(connection: duckdb.DuckDBPyConnection, schema: str) -> str | None:
     """The model whose latest status is `champion` (promotions retire the previous champion)."""
-    if not _has_table(connection, schema, "model_status_events"):
+    if not table_exists(connection, schema, "model_status_events"):
         return None
     rows = connection.execute(
         f"""select model_version from (
@@ -235,15 +236,6 @@ def record_alert(
     connection.execute(
         f"insert into {schema}.alerts values (?, ?, ?, ?, ?, ?, ?)",
         [uuid.uuid4().hex, kind, severity, message, json.dumps(details or {}, default=str), run_id, _now()],
-    )
-
-
-def _has_table(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [schema, table],
-        ).fetchall()[0][0]
     )
 
 

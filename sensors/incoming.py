@@ -5,7 +5,6 @@ it is already there); an outcome file on its own starts the outcomes job. Each f
 the cursor remembers file names with their modification times (a file rewritten later counts again).
 """
 
-import csv
 import json
 from pathlib import Path
 
@@ -13,17 +12,9 @@ import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
 from mlops_assets.defs.jobs import trigger_tags
+from mlops_assets.ingestion import export_ingestion_config
 
 EXPORT_SUFFIXES = (".csv", ".parquet")
-
-
-def _has_id_column(path: Path) -> bool:
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return "customer_id" in pq.read_schema(path).names
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        return "customer_id" in next(csv.reader(handle), [])
 
 
 def _files(folder: Path, prefix: str) -> list[Path]:
@@ -58,11 +49,7 @@ def build_incoming_files_sensor(
                 continue
             batch = export.stem.removeprefix("customers_")
             outcomes = outcome_files.get(batch)
-            raw_config = {
-                "source_path": str(export),
-                "source_format": export.suffix.lstrip("."),
-                "id_column": "customer_id" if _has_id_column(export) else None,
-            }
+            raw_config = export_ingestion_config(export)
             requests.append(
                 dg.RunRequest(
                     run_key=f"{export.name}:{export.stat().st_mtime_ns}",

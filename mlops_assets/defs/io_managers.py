@@ -21,7 +21,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.registry import register_model
-from mlops_assets.warehouse import warehouse_connection
+from mlops_assets.warehouse import table_exists, warehouse_connection
 
 
 def table_metadata(
@@ -50,11 +50,7 @@ class _TransactionalDuckDbClient(DuckDbClient):
         # abort the surrounding transaction, so only delete partitions of a table that exists.
         if not table_slice.partition_dimensions:
             return
-        exists = connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [table_slice.schema, table_slice.table],
-        ).fetchall()[0][0]
-        if exists:
+        if table_exists(connection, table_slice.schema, table_slice.table):
             DuckDbClient.delete_table_slice(context, table_slice, connection)
 
     @staticmethod

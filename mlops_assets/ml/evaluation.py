@@ -7,13 +7,22 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
 
-def decile_of_rank(scores: np.ndarray) -> np.ndarray:
-    """Decile 1 holds the highest scores; ties are broken by position so deciles have equal sizes."""
+def rank_of(scores: np.ndarray) -> np.ndarray:
+    """1 for the highest score; ties are broken by position, so ranks are unique."""
     scores = np.asarray(scores, dtype=float)
     order = np.argsort(-scores, kind="stable")
     rank = np.empty(len(scores), dtype=np.int64)
     rank[order] = np.arange(1, len(scores) + 1)
-    return np.ceil(rank * 10 / max(len(scores), 1)).astype(np.int64)
+    return rank
+
+
+def decile_from_rank(rank: np.ndarray) -> np.ndarray:
+    return np.ceil(rank * 10 / max(len(rank), 1)).astype(np.int64)
+
+
+def decile_of_rank(scores: np.ndarray) -> np.ndarray:
+    """Decile 1 holds the highest scores; ties are broken by position so deciles have equal sizes."""
+    return decile_from_rank(rank_of(scores))
 
 
 def decile_table(y_true: np.ndarray, scores: np.ndarray) -> pd.DataFrame:

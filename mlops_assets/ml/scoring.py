@@ -7,21 +7,19 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from mlops_assets.ml.evaluation import decile_of_rank
+from mlops_assets.ml.evaluation import decile_from_rank, rank_of
 
 
 def score_table(customer_ids: pd.Series, scores: np.ndarray, model_version: str, scored_at: datetime) -> pd.DataFrame:
     """One row per customer: score, rank (1 = most likely buyer), decile (1 = top 10%)."""
     scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")
-    rank = np.empty(len(scores), dtype=np.int64)
-    rank[order] = np.arange(1, len(scores) + 1)
+    rank = rank_of(scores)
     return pd.DataFrame(
         {
             "customer_id": customer_ids.to_numpy(),
             "score": scores,
             "rank": rank,
-            "decile": decile_of_rank(scores),
+            "decile": decile_from_rank(rank),
             "model_version": model_version,
             "scored_at": scored_at,
         }
