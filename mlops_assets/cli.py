@@ -57,10 +57,20 @@ def failure_lines(result) -> list[str]:
     return lines
 
 
-def _execute(job_name: str, run_config: dict, tags: dict | None = None):
-    from mlops_assets.definitions import defs
+def _definitions_for_job(job_name: str):
+    """Only the definitions of the use case the job belongs to (jobs are named `<use case>_<job>`):
+    a command pays for building one use case, not every use case of the code location."""
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.use_cases import all_use_cases
 
-    job = defs.resolve_job_def(job_name)
+    owners = [u for u in all_use_cases() if job_name.startswith(f"{u.name}_")]
+    if not owners:
+        raise SystemExit(f"no use case has a job {job_name!r}")
+    return build_definitions(use_cases=(max(owners, key=lambda u: len(u.name)),))
+
+
+def _execute(job_name: str, run_config: dict, tags: dict | None = None):
+    job = _definitions_for_job(job_name).resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=_instance(), run_config={**QUIET_LOGS, **run_config}, tags=tags, raise_on_error=False
     )
