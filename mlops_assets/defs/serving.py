@@ -9,7 +9,6 @@
 - `shadow_comparison`: champion against shadow (challenger / pending) scores on the same live requests.
 """
 
-from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
