@@ -4,7 +4,7 @@ Requests go to `<home>/serving/requests/<use case>/<YYYY-MM-DD>.jsonl` (UTC day)
 line. JSON lines rather than DuckDB or Parquet: a DuckDB file would be locked by the service against
 the asset that reads it, and Parquet cannot be appended to; a text file opened with O_APPEND takes
 each line in one write() from any thread, and a reader takes every complete line. Each line is written
-before the response goes out (it survives a crash of the service); the file is fsynced at most every
+to the file as its request completes (so it survives a crash of the service); the file is fsynced every
 `sync_interval` seconds and on shutdown, so a crash of the machine can lose the last fraction of a second.
 
 The asset `<use case>/served_traffic` reads the files from where it stopped (byte offsets) into the
