@@ -308,10 +308,12 @@ def create_app(
     app.state.service = service
     app.add_middleware(ServingMiddleware, service=service)
 
+    # Endpoints and dependencies that only read memory are `async` (no hop to the thread pool); scoring,
+    # which runs DuckDB and LightGBM, stays a plain function and runs in uvicorn's worker threads.
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
     bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
 
-    def caller(
+    async def caller(
         request: Request,
         api_key: Annotated[str | None, Security(api_key_header)],
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
@@ -330,7 +332,7 @@ def create_app(
         return found
 
     def scope(required: str):
-        def check(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+        async def check(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
             if required not in key.scopes:
                 raise HTTPException(403, f"API key {key.name!r} lacks the scope {required!r}")
             return key
@@ -349,11 +351,11 @@ def create_app(
         return JSONResponse({"detail": problems}, status_code=422)
 
     @app.get("/v1/health", tags=["operations"])
-    def health() -> dict:
+    async def health() -> dict:
         return {"status": "ok"}
 
     @app.get("/v1/ready", tags=["operations"])
-    def ready() -> JSONResponse:
+    async def ready() -> JSONResponse:
         states = {
             name: {
                 "champion": served.models.champion.version if served.models else None,
@@ -370,7 +372,7 @@ def create_app(
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/use-cases", tags=["scores"])
-    def list_use_cases(key: Annotated[ApiKey, Depends(caller)]) -> list[dict]:
+    async def list_use_cases(key: Annotated[ApiKey, Depends(caller)]) -> list[dict]:
         listing = []
         for name, served in service.use_cases.items():
             models, scores = served.models, served.scores
@@ -392,7 +394,7 @@ def create_app(
         return listing
 
     @app.get("/v1/use-cases/{use_case}/customers/{customer_id}", tags=["scores"], response_model=LookupResponse)
-    def lookup(
+    async def lookup(
         request: Request,
         use_case: str,
         customer_id: Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="The customer's id")],
