@@ -262,6 +262,12 @@ def test_pending_model_scores_in_shadow_and_answers_a_sticky_canary_share(platfo
     # Both models scored every record; the records carry both scores, and the assets compare them.
     run = platform.harness.run("caravan_served_traffic")
     assert run.success
+    (drift_check,) = run.get_asset_check_evaluations()
+    assert drift_check.check_name == "served_feature_drift"
+    # The records served here are the top of the ranking, not the population the model was trained on:
+    # the check sees it (it judges once 50+ records were served).
+    assert not drift_check.passed and "drifted feature(s) in" in drift_check.description
+    assert drift_check.metadata["served_records"].value >= 2 * len(customers)
     with duckdb.connect(str(platform.harness.settings.duckdb_path), read_only=True) as connection:
         shadowed = connection.execute(
             "select count(*) from caravan.served_scores where shadows like ?", [f"%{pending}%"]

@@ -9,7 +9,6 @@
 - `shadow_comparison`: champion against shadow (challenger / pending) scores on the same live requests.
 """
 
-
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -206,6 +205,17 @@ def build_serving_assets(use_case: UseCase, settings: Settings) -> list:
 
     @dg.asset(
         key=traffic_key,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "served_feature_drift",
+                asset=traffic_key,
+                description=(
+                    f"At most {use_case.monitoring.max_drifted_features} feature(s) of the records scored by the "
+                    "service drift from the champion's training data (same thresholds as the batch drift report); "
+                    f"judged once {MIN_DRIFT_RECORDS}+ records were served."
+                ),
+            )
+        ],
         group_name="serving",
         kinds={"duckdb"},
         pool=WAREHOUSE_POOL,
@@ -264,11 +274,24 @@ def build_serving_assets(use_case: UseCase, settings: Settings) -> list:
             metadata["served_drift"] = markdown_table(
                 report.sort_values("psi", ascending=False).head(10)[["feature", "psi", "ks_statistic", "drifted"]]
             )
+            drifted = report[report["drifted"]]["feature"].tolist()
+            check = dg.AssetCheckResult(
+                check_name="served_feature_drift",
+                passed=len(drifted) <= use_case.monitoring.max_drifted_features,
+                description=f"{len(drifted)} drifted feature(s) in {len(served)} served records"
+                + (f": {', '.join(drifted[:5])}" if drifted else ""),
+                metadata={"drifted_features": len(drifted), "served_records": len(served)},
+            )
         else:
             metadata["served_drift"] = dg.MetadataValue.md(
                 f"{len(recent)} served records scored by the champion; drift needs at least {MIN_DRIFT_RECORDS}."
             )
-        return dg.MaterializeResult(metadata=metadata)
+            check = dg.AssetCheckResult(
+                check_name="served_feature_drift",
+                passed=True,
+                description=f"not judged: {len(recent)} served records, fewer than {MIN_DRIFT_RECORDS}",
+            )
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     @dg.asset(
         key=[name, "shadow_comparison"],
