@@ -197,16 +197,14 @@ def decide(
     policy: PromotionPolicy,
     evaluation_set: str = "",
 ) -> Decision:
-    """Gates, in this order: the ROC AUC floor (on the random test split, `challenger`), the primary
+    """Gates, in this order: the ROC AUC floor (`challenger`: metrics on the decision set), the primary
     metric against the champion (rejected only when the interval of the difference lies below
     -tolerance), ROC AUC against the champion (same rule), calibration, fairness. Passing every gate
     promotes (auto) or waits for approval (manual); failing any rejects, with the reasons and figures.
     `comparison` is None when there is no champion."""
     gates, reasons = {}, []
     gates["quality_floor"] = challenger["roc_auc"] >= min_roc_auc
-    reasons.append(
-        f"test ROC AUC {challenger['roc_auc']:.4f} {'>=' if gates['quality_floor'] else '<'} floor {min_roc_auc}"
-    )
+    reasons.append(f"ROC AUC {challenger['roc_auc']:.4f} {'>=' if gates['quality_floor'] else '<'} floor {min_roc_auc}")
     if comparison is None:
         gates["not_worse_than_champion"] = True
         reasons.append("no champion yet")
