@@ -152,8 +152,10 @@ def build_training_assets(use_case: UseCase) -> list:
         kinds={"lightgbm", "duckdb"},
         pool=WAREHOUSE_POOL,
         description=(
-            "LightGBM binary propensity model, early-stopped on the validation split, stored in "
-            "DuckDB as LightGBM text with its sha256. Metrics are measured on the test split."
+            "LightGBM binary propensity model: parameters and boosting rounds chosen by a cross-validated "
+            "search on the training split (every trial in `model_search_trials`), scores calibrated on the "
+            "validation split, stored in DuckDB as LightGBM text plus the calibration map under one sha256. "
+            "Metrics are measured on the test split."
         ),
     )
     def propensity_model(
@@ -257,8 +259,9 @@ def build_training_assets(use_case: UseCase) -> list:
         asset=model_key,
         description=(
             f"Test-split ROC AUC must reach the use case's floor ({use_case.thresholds.min_test_roc_auc}). "
-            "Not blocking: model_validation records a model below the floor as rejected, with the reason, "
-            "and such a model never becomes champion."
+            "Not blocking: model_validation applies the same floor on its decision set (the newest labelled "
+            "period's test customers, else this test split) and records a model below it as rejected, with "
+            "the reason; such a model never becomes champion."
         ),
     )
     def meets_quality_floor(propensity_model: ModelArtifact) -> dg.AssetCheckResult:
