@@ -109,6 +109,11 @@ def render_model_card(
     )
     decision_metrics = comparison.get("challenger") or recent_metrics or {}
     calibration_text = _calibration_text(decision_metrics, comparison.get("champion"), calibration_map or {})
+    second_view = (
+        "The decision set is the random test split (a single period, or too few recent customers)."
+        if comparison.get("set", "random_split") == "random_split"
+        else "Second view, the random test split (all periods):\n\n" + _table(_metrics_table(metrics, champion_metrics))
+    )
     search = lineage.get("search") or {}
     search_text = (
         f"{search['trials']} trial(s) of {search['folds']}-fold cross-validation on {search['search_rows']} training "
@@ -158,9 +163,7 @@ Decision set: {decided_on}.
 
 {intervals or "No paired comparison (no champion)."}
 
-Second view, the random test split (all periods):
-
-{_table(_metrics_table(metrics, champion_metrics))}
+{second_view}
 
 ## Lift by score decile (decision set)
 {_table(deciles, DECILE_COLUMNS)}

@@ -49,7 +49,7 @@ class TrainingParams(BaseModel):
     early_stopping_metric: Literal["auc", "average_precision", "binary_logloss"] = "auc"
     cv_folds: int = Field(3, ge=2, le=10, description="Stratified folds of the training split for CV.")
     search_trials: int = Field(
-        6,
+        1,
         ge=1,
         description="Parameter sets tried by the cross-validated search; 1 = the configured parameters only.",
     )
