@@ -12,7 +12,7 @@ DBT_SOURCES := $(shell find dbt_project/models dbt_project/seeds dbt_project/mac
 export DAGSTER_HOME := $(CURDIR)/dagster_home
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 
-.PHONY: setup run test dev bench lint clean
+.PHONY: setup run test dev serve bench lint clean
 
 # uv installs the locked set in seconds; it is bootstrapped with pip into its own small venv.
 $(UV):
@@ -40,6 +40,10 @@ test: setup
 
 dev: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# The scoring service on http://127.0.0.1:8080 (keys: var/serving.yaml, see README "Scoring service").
+serve: setup
+	$(VENV)/bin/mlops serve --host 127.0.0.1 --port 8080
 
 bench: setup
 	$(VENV)/bin/python benchmarks/pipeline_vs_bare_script.py

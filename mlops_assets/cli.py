@@ -12,6 +12,7 @@
     mlops model-card --version V
     mlops audit --customer ID [--date YYYY-MM-DD]
     mlops quality-suites                           regenerate the Great Expectations suites
+    mlops serve [--host 127.0.0.1] [--port 8080]   the scoring service (README "Scoring service")
 
 Decisions run the same Dagster jobs as the UI (recorded in the Dagster instance of DAGSTER_HOME, by
 default dagster_home/), so scores are re-published with the new champion straight away.
@@ -273,6 +274,12 @@ def generate_quality_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    from mlops_assets.serving.server import serve as run_service
+
+    return run_service(args.host, args.port, args.serve_use_case)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +329,11 @@ def main(argv: list[str] | None = None) -> int:
         "(re)generate the Great Expectations suites from the data dictionary and accepted reference data",
     )
     suites.add_argument("--warehouse", help="DuckDB file to profile (default: the local warehouse)")
+    service = commands.add_parser("serve", help="run the scoring service (HTTP, bound to 127.0.0.1 by default)")
+    service.add_argument("--host", default="127.0.0.1")
+    service.add_argument("--port", type=int, default=8080)
+    service.add_argument("--use-case", dest="serve_use_case", action="append", help="repeatable; default caravan")
+    service.set_defaults(handler=serve)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -21,6 +21,7 @@ from mlops_assets.defs.quality import build_quality_checks
 from mlops_assets.defs.replay import build_replay_job
 from mlops_assets.defs.resources import build_resources
 from mlops_assets.defs.scoring import build_scoring_assets
+from mlops_assets.defs.serving import build_serving_assets, build_serving_jobs
 from mlops_assets.defs.training import build_training_assets
 from mlops_assets.settings import Settings
 from mlops_assets.use_cases import UseCase, all_use_cases
@@ -53,6 +54,7 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
             *build_training_assets(use_case),
             *build_lifecycle_assets(use_case),
             *build_scoring_assets(use_case),
+            *build_serving_assets(use_case, settings),
             *monitoring,
             *quality_checks,
         ):
@@ -62,6 +64,9 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
         if use_case.replay:
             jobs.append(build_replay_job(use_case))
         schedules += build_schedules(use_case)
+        serving_jobs, serving_schedules = build_serving_jobs(use_case)
+        jobs += serving_jobs
+        schedules += serving_schedules
         sensors += [
             build_incoming_files_sensor(
                 use_case.name,
