@@ -16,6 +16,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_assets.ml.datasets import TimeSpec
 from mlops_assets.ml.drift import DriftThresholds
 from mlops_assets.ml.fairness import FairnessBounds
 from mlops_assets.ml.promotion import PromotionPolicy
@@ -139,6 +140,7 @@ class UseCase(BaseModel):
     features: list[FeatureSpec]
     sensitive_attributes: list[str] = []
     split: SplitSpec = SplitSpec()
+    time: TimeSpec = TimeSpec()
     training: TrainingParams = TrainingParams()
     thresholds: Thresholds = Thresholds()
     quality: QualitySpec = QualitySpec()
@@ -170,6 +172,8 @@ class UseCase(BaseModel):
             raise ValueError(f"features listed twice: {duplicated}")
         if self.target in names:
             raise ValueError(f"the target {self.target!r} cannot also be a feature")
+        if self.time.order == "column" and self.time.column in names:
+            raise ValueError(f"the time column {self.time.column!r} cannot also be a feature")
         if self.fairness and self.fairness.attribute not in self.sensitive_attributes:
             raise ValueError(f"fairness attribute {self.fairness.attribute!r} is not in sensitive_attributes")
         return self
