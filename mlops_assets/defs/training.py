@@ -17,6 +17,7 @@ from mlops_assets.ml.drift import build_reference_profile, build_score_profile
 from mlops_assets.ml.evaluation import calibration_table, classification_metrics, decile_table
 from mlops_assets.ml.plots import lift_and_calibration_chart
 from mlops_assets.ml.training import TrainingParams, train_propensity_model
+from mlops_assets.ml.windows import WEIGHT_COLUMN, apply_window
 from mlops_assets.settings import code_version
 from mlops_assets.use_cases import UseCase
 
@@ -54,7 +55,7 @@ def build_training_assets(use_case: UseCase) -> list:
         ins={
             "customer_features": dg.AssetIn(
                 key=features_key,
-                metadata={"columns": ["customer_id", *feature_names, *sensitive_only, target, "load_id"]},
+                metadata={"columns": ["customer_id", *feature_names, *sensitive_only, target, "load_id", "loaded_at"]},
             )
         },
         group_name="training",
@@ -73,9 +74,13 @@ def build_training_assets(use_case: UseCase) -> list:
         if trigger["trigger"] == "sensor":
             notifier.notify(context, name, "retrain_started", "retraining started", trigger, "info")
         labelled = customer_features[customer_features[target].notna()]
+        # The training window (all history, the newest loads, or recency weights) always holds the newest load.
+        window = use_case.monitoring.training_window
+        labelled = apply_window(labelled, window)
+        weight = [WEIGHT_COLUMN] if WEIGHT_COLUMN in labelled.columns else []
         # Sorted: the mart's row order is not guaranteed, and bagging in LightGBM depends on row order,
         # so the same data must always arrive in the same order to give the same model.
-        frame = labelled[["customer_id", *feature_names, *sensitive_only, target, "load_id"]].sort_values(
+        frame = labelled[["customer_id", *feature_names, *sensitive_only, target, "load_id", *weight]].sort_values(
             "customer_id", ignore_index=True
         )
         frame[target] = frame[target].astype("int64")
@@ -94,6 +99,7 @@ def build_training_assets(use_case: UseCase) -> list:
                 "unlabelled_customers_left_out": len(customer_features) - len(labelled),
                 "split_summary": markdown_table(summary),
                 "buyer_rate": float(frame[target].mean()),
+                "training_window": window.model_dump_json(),
             }
         )
         return frame
