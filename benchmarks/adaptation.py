@@ -126,7 +126,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--change-batch", type=int, default=3)
     parser.add_argument("--size", type=int, default=1000)
-    parser.add_argument("--initial", type=int, default=5000)
+    parser.add_argument("--initial", type=int, default=4000)
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.ERROR)
     started = time.perf_counter()

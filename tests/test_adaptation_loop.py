@@ -194,3 +194,51 @@ def test_stationary_and_seasonal_batches_request_no_retrain_and_broken_data_is_b
     assert loop.champion() == loop.stale_champion
     requests, skip = loop.retrain_requests()
     assert requests == [], skip  # broken data never requests a retrain
+
+
+def test_review_policy_holds_a_drifting_batch_until_a_person_decides(tmp_path, monkeypatch):
+    from mlops_assets.cli import main as mlops
+
+    loop = BankLoop(tmp_path, monkeypatch, drift_policy="review")
+    before = loop.published()
+    held = loop.deliver("regime_change", 1, strength=1.0)
+    assert not held.success and not _check(held, "drift_policy").passed
+    with loop.connect() as connection:
+        load_id, status = connection.execute(
+            f"select load_id, status from {NAME}.raw_customer_loads order by loaded_at desc limit 1"
+        ).fetchone()
+        alert = connection.execute(f"select message from {NAME}.alerts where kind = 'batch_held'").fetchone()[0]
+    assert status == "held" and "held for review" in alert and load_id in alert
+    assert loop.history_loads() == 1 and loop.published() == before  # not in history; old scores stay
+    assert loop.retrain_requests()[0] == []
+
+    # Accepted in the UI's job: recorded with who and why, then loaded and admitted.
+    review = {"action": "accept", "load_id": load_id, "by": "Dana Engineer", "why": "rates really rose"}
+    accepted = loop.harness.run(
+        f"{NAME}_batch_review", {"ops": {f"{NAME}__review_held_batch": {"config": review}}}, raise_on_error=False
+    )
+    assert accepted.success, failure_lines(accepted)
+    admitted = loop.run_incoming()
+    assert admitted.success, failure_lines(admitted)
+    assert "accepted on review" in _check(admitted, "drift_policy").description
+    assert loop.history_loads() == 2
+
+    # The next drifting batch is held too, and rejected with the command line: discarded, recorded.
+    assert not loop.deliver("regime_change", 2, strength=1.0).success
+    with loop.connect() as connection:
+        second = connection.execute(f"select load_id from {NAME}.raw_customer_loads where status = 'held'").fetchone()[
+            0
+        ]
+    args = ["review", "reject", "--use-case", NAME, "--load", second, "--by", "Dana Engineer", "--why", "test file"]
+    assert mlops(args) == 0
+    assert mlops(args) == 1  # not held any more: nothing to decide
+    with loop.connect() as connection:
+        decisions = connection.execute(
+            f"select load_id, decision, decided_by, reason from {NAME}.batch_reviews order by decided_at"
+        ).fetchall()
+        status = connection.execute(
+            f"select status from {NAME}.raw_customer_loads where load_id = ?", [second]
+        ).fetchone()[0]
+    assert [d[1] for d in decisions] == ["held", "accepted", "held", "rejected"]
+    assert decisions[-1][2:] == ("Dana Engineer", "test file") and status == "review_rejected"
+    assert loop.history_loads() == 2

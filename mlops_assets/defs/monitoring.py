@@ -374,4 +374,61 @@ def build_monitoring_assets(use_case: UseCase) -> list:
             },
         )
 
-    return [drift_report, drift_checks, model_performance, realized_performance_check]
+    @dg.asset_check(
+        asset=dg.AssetKey([name, "published_scores"]),
+        name="new_customers_scored",
+        metadata=retrain_metadata(False),
+        description=(
+            "Honest freshness: the newest customer export was accepted and its customers are in the published "
+            "scores. Warns when the newest batch was held for review, blocked or rejected (its customers keep "
+            "their last published scores, new ones have none), or when a publication re-published old scores only."
+        ),
+    )
+    def new_customers_scored(warehouse: Warehouse) -> dg.AssetCheckResult:
+        with warehouse.get_connection() as connection:
+            return _new_customers_scored(connection, name)
+
+    return [drift_report, drift_checks, model_performance, realized_performance_check, new_customers_scored]
+
+
+def _new_customers_scored(connection, name: str) -> dg.AssetCheckResult:
+    """See the check `new_customers_scored`."""
+    load_id, status, source_file, loaded_at = connection.execute(
+        f"select load_id, status, source_file, loaded_at from {name}.raw_customer_loads order by loaded_at desc limit 1"
+    ).fetchone()
+    publication, published_at, customers, new = connection.execute(
+        f"""with latest as (select publication_id, published_at from {name}.score_history
+                            order by published_at desc limit 1),
+                 first_seen as (select customer_id, min(published_at) as first_published
+                                from {name}.score_history group by customer_id)
+            select l.publication_id, l.published_at, count(*),
+                   count(*) filter (where f.first_published = l.published_at)
+            from {name}.score_history h join latest l using (publication_id)
+            join first_seen f using (customer_id)
+            group by l.publication_id, l.published_at"""
+    ).fetchone()
+    metadata = {
+        "newest_load": load_id,
+        "newest_load_status": status,
+        "publication_id": publication,
+        "published_customers": customers,
+        "newly_scored_customers": new,
+    }
+    if status != "accepted":
+        description = (
+            f"the newest batch {load_id} ({source_file}, {loaded_at:%Y-%m-%d %H:%M}) is {status}: its customers are "
+            f"not scored; the published scores are those of publication {publication} ({published_at:%Y-%m-%d %H:%M})"
+        )
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
+        )
+    if new == 0:
+        description = f"publication {publication} re-published {customers} old scores; no new customer was scored"
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
+        )
+    return dg.AssetCheckResult(
+        passed=True,
+        description=f"publication {publication} scored {new} new customer(s) of the newest accepted batch {load_id}",
+        metadata=metadata,
+    )

@@ -18,9 +18,7 @@ class ReplayConfig(dg.Config):
     size: int = Field(2000, ge=10)
     seed: int = 0
     strength: float = Field(0.5, ge=0, le=1, description="persona_shift: how far the customer base moves.")
-    ramp_batches: int = Field(
-        1, ge=1, description="The shift reaches `strength` after this many batches."
-    )
+    ramp_batches: int = Field(1, ge=1, description="The shift reaches `strength` after this many batches.")
     change_batch: int = Field(1, ge=1, description="regime_change: the first batch of the new regime.")
     bug: Literal["empty_column", "unit_change"] = "empty_column"
     bug_column: str = Field("", description="data_bug: the broken column (empty: the scenario's default).")
