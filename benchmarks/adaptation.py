@@ -115,8 +115,18 @@ class Platform:
 
 
 def replay(scenario: str, seed: int, args) -> list[dict]:
+    """One replay; each batch's figures are printed as soon as measured (long runs on busy machines)."""
     platform = Platform(Path(tempfile.mkdtemp(prefix=f"adapt-{scenario}-{seed}-")), seed, args.initial)
-    return [platform.batch(scenario, n, seed, args.size, args.change_batch) for n in range(1, args.batches + 1)]
+    rows = []
+    for number in range(1, args.batches + 1):
+        row = platform.batch(scenario, number, seed, args.size, args.change_batch)
+        rows.append(row)
+        print(
+            f"  [{scenario} seed {seed} batch {number}] stale ROC AUC {row['stale'][0]:.3f} lift {row['stale'][1]:.2f}"
+            f" | in use ROC AUC {row['in_use'][0]:.3f} lift {row['in_use'][1]:.2f} | retrains {row['retrains']}",
+            flush=True,
+        )
+    return rows
 
 
 def main() -> None:
@@ -127,11 +137,21 @@ def main() -> None:
     parser.add_argument("--change-batch", type=int, default=3)
     parser.add_argument("--size", type=int, default=1000)
     parser.add_argument("--initial", type=int, default=4000)
+    parser.add_argument("--skip-quiet", action="store_true", help="only the regime change")
+    parser.add_argument("--only-quiet", action="store_true", help="only the stationary and seasonal replays")
     args = parser.parse_args()
     logging.getLogger("dagster").setLevel(logging.ERROR)
     started = time.perf_counter()
+    if not args.only_quiet:
+        report_regime_change([replay("regime_change", seed, args) for seed in range(args.seeds)], args)
+    quiet = args.quiet_seeds if args.quiet_seeds is not None else args.seeds
+    for scenario in () if args.skip_quiet else ("stationary", "seasonal"):
+        false = [sum(r["retrains"] for r in replay(scenario, seed, args)) for seed in range(quiet)]
+        print(f"{scenario}: false retrains per replay of {args.batches} batches over {quiet} seeds: {false}")
+    print(f"elapsed {time.perf_counter() - started:.0f} s")
 
-    runs = [replay("regime_change", seed, args) for seed in range(args.seeds)]
+
+def report_regime_change(runs: list[list[dict]], args) -> None:
     print(
         f"regime change at batch {args.change_batch}; {args.seeds} seeds, batches of {args.size}, "
         f"first champion on {args.initial} customers"
@@ -159,12 +179,6 @@ def main() -> None:
     print(f"from the 2nd changed batch on: in-use minus stale ROC AUC = {gain:+.3f} (target >= +0.05)")
     before = [r for run in runs for r in run[: args.change_batch - 1]]
     print(f"retrains requested before the change (false): {sum(r['retrains'] for r in before)}")
-
-    quiet = args.quiet_seeds if args.quiet_seeds is not None else args.seeds
-    for scenario in ("stationary", "seasonal"):
-        false = [sum(r["retrains"] for r in replay(scenario, seed, args)) for seed in range(quiet)]
-        print(f"{scenario}: false retrains per replay of {args.batches} batches over {quiet} seeds: {false}")
-    print(f"elapsed {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":
