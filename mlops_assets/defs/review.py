@@ -7,7 +7,6 @@ then held for a data engineer's decision (or blocked). The review job and `mlops
 decision (mlops_assets/review.py); an accepted file is loaded again and admitted.
 """
 
-
 import shutil
 from pathlib import Path
 from typing import Literal
