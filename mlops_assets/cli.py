@@ -14,6 +14,7 @@
     mlops audit --customer ID [--date YYYY-MM-DD]
     mlops review accept|reject --load ID --by NAME --why TEXT   decide on a batch held for review
     mlops quality-suites                           regenerate the Great Expectations suites
+    mlops serve [--host 127.0.0.1] [--port 8080]   the scoring service (README "Scoring service")
 
 Decisions run the same Dagster jobs as the UI (recorded in the Dagster instance of DAGSTER_HOME, by
 default dagster_home/), so scores are re-published with the new champion straight away.
@@ -59,10 +60,33 @@ def failure_lines(result) -> list[str]:
     return lines
 
 
-def _execute(job_name: str, run_config: dict, tags: dict | None = None):
-    from mlops_assets.definitions import defs
+def _definitions_for_job(job_name: str):
+    """Only the definitions of the use case the job belongs to (jobs are named `<use case>_<job>`):
+    a command pays for building one use case, not every use case of the code location.
 
-    job = defs.resolve_job_def(job_name)
+    The modules and definitions built here live as long as the command, so they are moved out of
+    the garbage collector's sight (gc.freeze), and so is everything else when the command exits:
+    Python's collections over the whole heap of dagster, dbt, GX, pandas... cost seconds per run
+    and at exit here (measured: exit 15 s -> 2 s on the loaded 2-core machine). Nothing is lost:
+    connections and files are closed and committed by then, and atexit handlers still run.
+    """
+    import atexit
+    import gc
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.use_cases import all_use_cases
+
+    owners = [u for u in all_use_cases() if job_name.startswith(f"{u.name}_")]
+    if not owners:
+        raise SystemExit(f"no use case has a job {job_name!r}")
+    definitions = build_definitions(use_cases=(max(owners, key=lambda u: len(u.name)),))
+    gc.freeze()
+    atexit.register(gc.freeze)
+    return definitions
+
+
+def _execute(job_name: str, run_config: dict, tags: dict | None = None):
+    job = _definitions_for_job(job_name).resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=_instance(), run_config={**QUIET_LOGS, **run_config}, tags=tags, raise_on_error=False
     )
@@ -309,6 +333,12 @@ def generate_quality_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    from mlops_assets.serving.server import serve as run_service
+
+    return run_service(args.host, args.port, args.serve_use_case)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -369,6 +399,11 @@ def main(argv: list[str] | None = None) -> int:
         "(re)generate the Great Expectations suites from the data dictionary and accepted reference data",
     )
     suites.add_argument("--warehouse", help="DuckDB file to profile (default: the local warehouse)")
+    service = commands.add_parser("serve", help="run the scoring service (HTTP, bound to 127.0.0.1 by default)")
+    service.add_argument("--host", default="127.0.0.1")
+    service.add_argument("--port", type=int, default=8080)
+    service.add_argument("--use-case", dest="serve_use_case", action="append", help="repeatable; default caravan")
+    service.set_defaults(handler=serve)
     args = parser.parse_args(argv)
     return args.handler(args)
 
