@@ -21,6 +21,7 @@ from mlops_assets.ml.plots import lift_and_calibration_chart
 from mlops_assets.ml.search import TUNED, SearchResult
 from mlops_assets.ml.training import TrainingParams, train_propensity_model
 from mlops_assets.registry import record_search_trials
+from mlops_assets.ml.windows import WEIGHT_COLUMN, apply_window
 from mlops_assets.settings import code_version
 from mlops_assets.use_cases import UseCase
 
@@ -99,7 +100,21 @@ def build_training_assets(use_case: UseCase) -> list:
         ins={
             "customer_features": dg.AssetIn(
                 key=features_key,
-                metadata={"columns": ["customer_id", *feature_names, *sensitive_only, target, "load_id", time_column]},
+                metadata={
+                    "columns": list(
+                        dict.fromkeys(
+                            [
+                                "customer_id",
+                                *feature_names,
+                                *sensitive_only,
+                                target,
+                                "load_id",
+                                time_column,
+                                "loaded_at",
+                            ]
+                        )
+                    )
+                },
             )
         },
         group_name="training",
@@ -119,9 +134,13 @@ def build_training_assets(use_case: UseCase) -> list:
         if trigger["trigger"] == "sensor":
             notifier.notify(context, name, "retrain_started", "retraining started", trigger, "info")
         labelled = customer_features[customer_features[target].notna()]
+        # The training window (all history, the newest loads, or recency weights) always holds the newest load.
+        window = use_case.monitoring.training_window
+        labelled = apply_window(labelled, window)
+        weight = [WEIGHT_COLUMN] if WEIGHT_COLUMN in labelled.columns else []
         # Sorted: the mart's row order is not guaranteed, and bagging in LightGBM depends on row order,
         # so the same data must always arrive in the same order to give the same model.
-        columns = ["customer_id", *feature_names, *sensitive_only, target, "load_id"]
+        columns = ["customer_id", *feature_names, *sensitive_only, target, "load_id", *weight]
         frame = labelled[list(dict.fromkeys([*columns, time_column]))].sort_values("customer_id", ignore_index=True)
         frame[target] = frame[target].astype("int64")
         frame["period"] = period_labels(frame[time_column], use_case.time)
@@ -140,6 +159,7 @@ def build_training_assets(use_case: UseCase) -> list:
                 "unlabelled_customers_left_out": len(customer_features) - len(labelled),
                 "split_summary": markdown_table(summary),
                 "buyer_rate": float(frame[target].mean()),
+                "training_window": window.model_dump_json(),
             }
         )
         return frame

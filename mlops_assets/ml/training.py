@@ -170,7 +170,12 @@ def train_propensity_model(
         max_rows=params.search_max_rows,
         seed=params.seed,
     )
-    train_set = lgb.Dataset(train_features, label=y_train, categorical_feature=categorical or "auto")
+    # Recency weights of the training window (ml/windows.py), if the window sets them; the search's
+    # cross-validation compares parameters unweighted.
+    sample_weight = train["sample_weight"].to_numpy() if "sample_weight" in train.columns else None
+    train_set = lgb.Dataset(
+        train_features, label=y_train, weight=sample_weight, categorical_feature=categorical or "auto"
+    )
     validation_set = lgb.Dataset(prepare_features(validation, features), label=y_validation, reference=train_set)
     history: dict = {}
     booster = lgb.train(
