@@ -20,8 +20,8 @@ from mlops_assets.ml.model_charts import validation_curve_chart
 from mlops_assets.ml.plots import lift_and_calibration_chart
 from mlops_assets.ml.search import TUNED, SearchResult
 from mlops_assets.ml.training import TrainingParams, train_propensity_model
-from mlops_assets.registry import record_search_trials
 from mlops_assets.ml.windows import WEIGHT_COLUMN, apply_window
+from mlops_assets.registry import record_search_trials
 from mlops_assets.settings import code_version
 from mlops_assets.use_cases import UseCase
 
