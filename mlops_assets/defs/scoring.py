@@ -1,8 +1,10 @@
 """Scoring every customer with the model and publishing the scores for marketing."""
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from mlops_assets.defs.io_managers import Warehouse
@@ -12,6 +14,7 @@ from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.explanations import explain_top_share
 from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_table
 from mlops_assets.ml.training import predict_proba
+from mlops_assets.publishing import drop_unpublished_history
 from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
 
@@ -190,27 +193,41 @@ def build_scoring_assets(use_case: UseCase) -> list:
                 }
             ]
         )
-        # The score history (what auditors query) and the published file change together: the history
-        # rows are committed only once the new file is in place.
+        # The score history (what auditors query) commits before the new file is swapped in, so readers
+        # never see a publication the history lacks; a failed swap takes its history rows back out.
         published_at = publication["published_at"].iloc[0]
-        with warehouse.get_connection() as connection:
-            ensure_tables(connection, name)
-            connection.register("scores_to_publish", customer_scores)
-            history = _history_select(use_case.scoring.reasons_per_customer)
-            connection.execute("begin transaction")
+        prepared = publisher.prepare(name, {"customer_scores": customer_scores, "publication": publication})
+        try:
+            with warehouse.get_connection() as connection:
+                ensure_tables(connection, name)
+                drop_unpublished_history(connection, name, publisher.path_for(name))
+                connection.register("scores_to_publish", customer_scores)
+                history = _history_select(use_case.scoring.reasons_per_customer)
+                connection.execute("begin transaction")
+                try:
+                    connection.execute(
+                        f"create table if not exists {name}.score_history as {history} limit 0", [None, None]
+                    )
+                    connection.execute(
+                        f"insert into {name}.score_history by name {history}", [context.run.run_id, published_at]
+                    )
+                    create_audit_view(connection, name)
+                    connection.execute("commit")
+                except BaseException:
+                    # After a failed commit DuckDB has no transaction left: keep the original error.
+                    with contextlib.suppress(duckdb.Error):
+                        connection.execute("rollback")
+                    raise
             try:
-                connection.execute(
-                    f"create table if not exists {name}.score_history as {history} limit 0", [None, None]
-                )
-                connection.execute(
-                    f"insert into {name}.score_history by name {history}", [context.run.run_id, published_at]
-                )
-                create_audit_view(connection, name)
-                path = publisher.publish(name, {"customer_scores": customer_scores, "publication": publication})
-                connection.execute("commit")
+                path = prepared.swap()
             except BaseException:
-                connection.execute("rollback")
+                with warehouse.get_connection() as connection:
+                    connection.execute(
+                        f"delete from {name}.score_history where publication_id = ?", [context.run.run_id]
+                    )
                 raise
+        finally:
+            prepared.discard()
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),
