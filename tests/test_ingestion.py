@@ -118,3 +118,25 @@ def test_outliers_are_flagged_by_robust_z_score_not_removed():
     find_outliers(connection, "customers", [ColumnRule("balance", "float", True, 0, None, ())])
     flagged = connection.execute("select customer_id, column_name from _outliers").fetchall()
     assert flagged == [("C100", "balance")]
+
+
+def test_whole_numbers_are_strict_three_point_zero_is_fine_but_fractions_and_hex_are_quarantined(
+    caravan, sample, tmp_path
+):
+    values = sample.astype(str)
+    values.loc[0, "MGEMLEEF"] = "3.0"  # spreadsheet style: accepted
+    values.loc[1, "MGEMLEEF"] = " 3 "
+    values.loc[2, "MGEMLEEF"] = "2.5"  # DuckDB would round it to 3
+    values.loc[3, "MOSTYPE"] = "0x21"  # DuckDB would read it as 33
+    values.loc[4, "MGEMLEEF"] = "1e1"
+    connection = duckdb.connect()
+    load = _load(connection, caravan, _write(values, tmp_path / "numbers.csv"), max_quarantine_share=0.5)
+    reasons = dict(
+        connection.execute("select source_row, reason from caravan.quarantined_customers order by 1").fetchall()
+    )
+    assert load.quarantined_rows == 3
+    assert reasons == {
+        3: "'2.5' is not a whole number",
+        4: "'0x21' is not a whole number",
+        5: "'1e1' is not a whole number",
+    }
