@@ -7,6 +7,7 @@ and leaves the previous raw table untouched.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import re
@@ -29,6 +30,12 @@ QUARANTINE_COLUMNS = """
     load_id varchar, source_file varchar, source_row bigint, customer_id varchar, column_name varchar,
     raw_value varchar, reason varchar, quarantined_at timestamp
 """
+# The ledger of ingested files, one per use case (`<schema>.ingested_files`): every file accepted,
+# by content hash. Ingestion consults it whatever started the run (CLI, sensor, UI), so the same
+# customers or outcomes file is never loaded twice.
+LEDGER_COLUMNS = """
+    kind varchar, sha256 varchar, source_file varchar, load_id varchar, row_count bigint, loaded_at timestamp
+"""
 _DELIMITER_CANDIDATES = (";", "\t", "|", ",")
 
 
@@ -49,6 +56,8 @@ class SourceLoad:
     outlier_rows: int
     quarantine_summary: str
     loaded_at: datetime
+    skipped: bool = False
+    message: str = ""
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -88,6 +97,41 @@ def _checked_file_sha256(path: Path) -> str:
         return file_sha256(path)
     except OSError as error:
         raise SourceDataError(f"{path}: source file cannot be read: {error}") from error
+
+
+def ensure_ledger(connection: duckdb.DuckDBPyConnection, schema: str) -> None:
+    connection.execute(f"create schema if not exists {schema}")
+    connection.execute(f"create table if not exists {schema}.ingested_files ({LEDGER_COLUMNS})")
+
+
+def previous_ingestion(connection: duckdb.DuckDBPyConnection, schema: str, kind: str, sha256: str) -> dict | None:
+    """The ledger entry of a file with this content already ingested as `kind`, or None."""
+    if not table_exists(connection, schema, "ingested_files"):
+        return None
+    rows = connection.execute(
+        f"""select load_id, source_file, row_count, loaded_at from {schema}.ingested_files
+            where kind = ? and sha256 = ? order by loaded_at limit 1""",
+        [kind, sha256],
+    ).fetchall()
+    if not rows:
+        return None
+    load_id, source_file, row_count, loaded_at = rows[0]
+    return {"load_id": load_id, "source_file": source_file, "row_count": row_count, "loaded_at": loaded_at}
+
+
+def _skip_message(path: Path, kind: str, previous: dict) -> str:
+    return (
+        f"{path}: this {kind} file was already loaded (same content, sha256) as {previous['load_id']} "
+        f"from {previous['source_file']} at {previous['loaded_at']:%Y-%m-%d %H:%M}; skipped, nothing changed"
+    )
+
+
+def _record_ingestion(connection, schema, kind, sha256, path, load_id, row_count, loaded_at) -> None:
+    ensure_ledger(connection, schema)
+    connection.execute(
+        f"insert into {schema}.ingested_files values (?, ?, ?, ?, ?, ?)",
+        [kind, sha256, str(path), load_id, row_count, loaded_at],
+    )
 
 
 def quote_identifier(name: str) -> str:
@@ -202,9 +246,12 @@ def load_source(
     path = Path(path)
     schema = table.split(".")[0]
     sha256 = _checked_file_sha256(path)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    previous = previous_ingestion(connection, schema, "customers", sha256)
+    if previous is not None:
+        return _skipped_load(connection, schema, path, source_format, sha256, load_id, loaded_at, previous)
 
     required = [r.column for r in rules if r.required] + ([id_column] if id_column else [])
-    loaded_at = datetime.now(UTC).replace(tzinfo=None)
     columns = _read_source(connection, path, source_format, delimiter, required)
     # Optional columns may be left out (e.g. the target of a batch whose outcomes come later).
     for rule in rules:
@@ -304,6 +351,8 @@ def load_source(
                 loaded_at,
             ],
         )
+        if not rejected:
+            _record_ingestion(connection, schema, "customers", sha256, path, load_id, row_count, loaded_at)
         connection.execute("commit")
     except BaseException:
         connection.execute("rollback")
@@ -324,6 +373,30 @@ def load_source(
         outlier_rows=outlier_rows,
         quarantine_summary=summary,
         loaded_at=loaded_at,
+    )
+
+
+def _skipped_load(connection, schema, path, source_format, sha256, load_id, loaded_at, previous) -> SourceLoad:
+    """A file already ingested: logged as skipped, the raw table left as it is."""
+    message = _skip_message(path, "customers", previous)
+    connection.execute(
+        f"insert into {schema}.raw_customer_loads values (?, ?, ?, ?, ?, null, 0, 0, 'skipped', ?, ?)",
+        [load_id, str(path), source_format, sha256, previous["row_count"], message, loaded_at],
+    )
+    return SourceLoad(
+        load_id=load_id,
+        source_file=str(path),
+        source_format=source_format,
+        sha256=sha256,
+        row_count=previous["row_count"],
+        columns=[],
+        extra_columns=[],
+        quarantined_rows=0,
+        outlier_rows=0,
+        quarantine_summary="no problems",
+        loaded_at=loaded_at,
+        skipped=True,
+        message=message,
     )
 
 
@@ -361,6 +434,9 @@ class OutcomeLoad:
     buyers: int
     duplicates_superseded: int
     loaded_at: datetime
+    skipped: bool = False
+    message: str = ""
+    repeated_outcomes: int = 0
 
 
 def ensure_outcomes_table(connection: duckdb.DuckDBPyConnection, schema: str, target_column: str) -> None:
@@ -386,9 +462,25 @@ def load_outcomes(
 ) -> OutcomeLoad:
     """Append a campaign-outcome file (customer_id, target) to `<schema>.raw_outcomes`, or raise
     SourceDataError naming the file, row and column and append nothing. Within a file, a customer's
-    last row wins; across files, the latest load wins (see stg_<use case>__outcomes)."""
+    last row wins; across files, the latest load wins (see stg_<use case>__outcomes). A file already
+    ingested (same sha256, see the ledger) is skipped; an outcome already recorded for the customer on
+    the same day with the same value is not appended again."""
     path = Path(path)
     sha256 = _checked_file_sha256(path)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    previous = previous_ingestion(connection, schema, "outcomes", sha256)
+    if previous is not None:
+        return OutcomeLoad(
+            load_id,
+            str(path),
+            sha256,
+            0,
+            0,
+            0,
+            loaded_at,
+            skipped=True,
+            message=_skip_message(path, "outcomes", previous),
+        )
     _read_source(connection, path, source_format, delimiter, ["customer_id", target_column])
     connection.execute(
         f"""create or replace temp table _outcomes as
@@ -416,21 +508,32 @@ def load_outcomes(
             f"{path}: {count} row(s) without a customer id or with an outcome not in {'/'.join(allowed_values)} "
             f"(first: data row {first_row}, column {column}, value {value if customer else None!r})"
         )
-    loaded_at = datetime.now(UTC).replace(tzinfo=None)
     connection.execute("begin transaction")
     try:
         ensure_outcomes_table(connection, schema, target_column)
-        connection.execute(
+        target = quote_identifier(target_column)
+        # A customer's last row in the file; not again if the same outcome was recorded the same day.
+        appended = connection.execute(
             f"""insert into {schema}.raw_outcomes
-                select customer_id, outcome, ?, ?, ?::timestamp, source_row from _outcomes""",
-            [load_id, str(path), loaded_at],
-        )
+                select customer_id, outcome, ?, ?, ?::timestamp, source_row
+                from (select * from _outcomes
+                      qualify row_number() over (partition by customer_id order by source_row desc) = 1) as new
+                where not exists (
+                    select 1 from {schema}.raw_outcomes as old
+                    where old.customer_id = new.customer_id and old.{target} = new.outcome
+                      and cast(old._loaded_at as date) = cast(?::timestamp as date))""",
+            [load_id, str(path), loaded_at, loaded_at],
+        ).fetchall()[0][0]
+        _record_ingestion(connection, schema, "outcomes", sha256, path, load_id, rows, loaded_at)
         connection.execute("commit")
     except BaseException:
-        connection.execute("rollback")
+        with contextlib.suppress(duckdb.Error):
+            connection.execute("rollback")
         raise
     buyers, distinct = connection.execute(
         f"select count(*) filter (where outcome = {sql_literal(allowed_values[0])}), count(distinct customer_id) "
         "from _outcomes"
     ).fetchall()[0]
-    return OutcomeLoad(load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at)
+    return OutcomeLoad(
+        load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at, repeated_outcomes=distinct - appended
+    )
