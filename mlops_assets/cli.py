@@ -262,11 +262,31 @@ def list_models(args: argparse.Namespace) -> int:
 
 
 def show_model_card(args: argparse.Namespace) -> int:
-    from mlops_assets.lifecycle import model_card
-    from mlops_assets.use_cases import get_use_case
+    """The card as last rendered (on every status change) from the registry; rendered now if none is."""
+    import duckdb
+
+    from mlops_assets.warehouse import table_exists
 
     with _read_only_warehouse() as connection:
-        print(model_card(connection, get_use_case(args.use_case), args.version))
+        card = None
+        if table_exists(connection, args.use_case, "model_cards"):
+            rows = connection.execute(
+                f"""select card_markdown from {args.use_case}.model_cards where model_version = ?
+                    order by created_at desc limit 1""",
+                [args.version],
+            ).fetchall()
+            card = rows[0][0] if rows else None
+        if card is None:
+            from mlops_assets.lifecycle import model_card
+            from mlops_assets.registry import RegistryError
+            from mlops_assets.use_cases import get_use_case
+
+            try:
+                card = model_card(connection, get_use_case(args.use_case), args.version)
+            except (RegistryError, duckdb.Error) as error:
+                print(f"No model {args.version} in use case {args.use_case}: {error}", file=sys.stderr)
+                return 1
+    print(card)
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import hashlib
 import re
 from dataclasses import dataclass
@@ -60,6 +61,22 @@ class SourceLoad:
     message: str = ""
 
 
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """Gzip-compressed, whatever the file is called (spreadsheet tools and mail gateways rename)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def open_text(path: Path, errors: str = "strict"):
+    """A CSV export opened as text: gunzipped if compressed, a UTF-8 byte-order mark dropped."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig", errors=errors)
+    return open(path, newline="", encoding="utf-8-sig", errors=errors)
+
+
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -76,7 +93,7 @@ def export_ingestion_config(path: Path) -> dict:
 
         columns = pq.read_schema(path).names
     else:
-        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        with open_text(path, errors="replace") as handle:
             columns = next(csv.reader(handle), [])
     return {
         "source_path": str(path),
@@ -87,6 +104,13 @@ def export_ingestion_config(path: Path) -> dict:
 
 def _checked_file_sha256(path: Path) -> str:
     """The file's sha256, after checking it exists, is a file and is not empty."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError as error:
+            raise SourceDataError(f"{path}: the path is a symbolic link loop ({error})") from error
+        except OSError:
+            raise SourceDataError(f"{path}: a symbolic link to a file that does not exist") from None
     if not path.exists():
         raise SourceDataError(f"{path}: source file not found")
     if not path.is_file():
@@ -144,10 +168,14 @@ def sql_literal(value: str) -> str:
 
 def read_csv_header(path: Path, delimiter: str) -> list[str]:
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open_text(path) as handle:
             header = next(csv.reader(handle, delimiter=delimiter), None)
     except UnicodeDecodeError as error:
-        raise SourceDataError(f"{path}: line 1 (header) is not valid UTF-8: {error.reason}") from error
+        raise SourceDataError(
+            f"{path}: line 1 (header) is not valid UTF-8 ({error.reason}): not a CSV text export?"
+        ) from error
+    except (OSError, EOFError, csv.Error) as error:  # e.g. a truncated gzip file, a NUL byte
+        raise SourceDataError(f"{path}: line 1 (header) cannot be read: {error}") from error
     if not header:
         raise SourceDataError(f"{path}: the file has no header line")
     return [name.strip() for name in header]
@@ -202,7 +230,8 @@ def _read_source(
         relation = (
             f"read_csv({literal}, header = true, delim = {sql_literal(delimiter)}, quote = '\"', "
             f"escape = '\"', columns = {columns}, auto_detect = false, strict_mode = true, "
-            "null_padding = false, encoding = 'utf-8')"
+            "null_padding = false, encoding = 'utf-8', "
+            f"compression = '{'gzip' if is_gzip(path) else 'none'}')"
         )
         try:
             connection.execute(f"create or replace temp table _source as select * from {relation}")
@@ -220,6 +249,32 @@ def _read_source(
     raise SourceDataError(f"{path}: unsupported source format {source_format!r} (use csv or parquet)")
 
 
+def _reject_repeated_rows(
+    connection: duckdb.DuckDBPyConnection, path: Path, columns: list[str], row_count: int, limit: float
+) -> None:
+    """Reject an export without ids in which too many rows repeat an earlier row in every column.
+
+    Without ids, identical rows cannot be told apart: a few are plausible (the bundled Caravan data
+    repeats 10% of its rows: coarse categorical attributes), but an export that repeats a large share
+    is broken (appended twice, a join fan-out), and its copies would land on both sides of a model's
+    train/test split and inflate its test metrics.
+    """
+    partition = ", ".join(quote_identifier(c) for c in columns)
+    repeated, example_row, example_original = connection.execute(
+        f"""select count(*), min(source_row), arg_min(first_row, source_row) from (
+                select source_row, first_value(source_row) over (partition by {partition} order by source_row)
+                       as first_row
+                from _identified)
+            where source_row <> first_row"""
+    ).fetchall()[0]
+    if repeated / row_count > limit:
+        raise SourceDataError(
+            f"{path}: {repeated} of {row_count} rows ({repeated / row_count:.0%}) repeat an earlier row exactly "
+            f"(first: data row {example_row} repeats data row {example_original}), above the limit of {limit:.0%} "
+            "for an export without a customer id column: was the export appended twice?"
+        )
+
+
 def load_source(
     connection: duckdb.DuckDBPyConnection,
     *,
@@ -232,6 +287,7 @@ def load_source(
     id_column: str | None = None,
     id_prefix: str = "C",
     max_quarantine_share: float = 0.05,
+    max_exact_duplicate_share: float = 0.25,
 ) -> SourceLoad:
     """Replace `table` with the export at `path`, or raise SourceDataError and leave it as it was.
 
@@ -241,7 +297,8 @@ def load_source(
     `<schema>.quarantined_customers` and marked in the raw table's `_quarantine_reason`; staging
     leaves them out. If more than `max_quarantine_share` of the rows are unusable, the load is
     rejected: the problems are recorded, the raw table is not replaced. Every attempt is logged in
-    `<schema>.raw_customer_loads`.
+    `<schema>.raw_customer_loads`. An export without ids whose share of rows repeating an earlier row
+    exactly exceeds `max_exact_duplicate_share` is rejected (see _reject_repeated_rows).
     """
     path = Path(path)
     schema = table.split(".")[0]
@@ -283,6 +340,8 @@ def load_source(
                 f"{path}: column {id_column}: {missing_ids[1]} row(s) without a customer id "
                 f"(first: data row {missing_ids[0]})"
             )
+    if id_column is None:
+        _reject_repeated_rows(connection, path, columns, row_count, max_exact_duplicate_share)
     find_row_problems(connection, "_identified", rules, deduplicate_ids=id_column is not None)
     problems = connection.execute("select * from _row_problems order by source_row").fetchdf()
     quarantined_rows = int(problems["source_row"].nunique()) if len(problems) else 0

@@ -115,6 +115,145 @@ def swapped_distributions(frame, directory, caravan=None):
     return _csv(swapped, directory / "other_population.csv")
 
 
+def a_directory(frame, directory):
+    folder = directory / "export_folder.csv"
+    folder.mkdir()
+    return folder
+
+
+def symlink_loop(frame, directory):
+    first, second = directory / "loop_a.csv", directory / "loop_b.csv"
+    first.symlink_to(second)
+    second.symlink_to(first)
+    return first
+
+
+def dangling_symlink(frame, directory):
+    link = directory / "moved_export.csv"
+    link.symlink_to(directory / "gone.csv")
+    return link
+
+
+def binary_file(frame, directory):
+    return _text(directory / "photo.csv", bytes(range(256)) * 64)
+
+
+def spreadsheet_file(frame, directory):
+    """An Excel workbook (a zip archive) saved under a .csv name."""
+    import zipfile
+
+    path = directory / "workbook.csv"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>" * 100)
+    return path
+
+
+def truncated_parquet(frame, directory):
+    frame.to_parquet(directory / "full.parquet")
+    content = (directory / "full.parquet").read_bytes()
+    return _text(directory / "truncated.parquet", content[: len(content) // 2])
+
+
+def csv_named_parquet(frame, directory):
+    return _csv(frame, directory / "really_csv.parquet")
+
+
+def parquet_read_as_csv(frame, directory):
+    frame.to_parquet(directory / "export.parquet")
+    return directory / "export.parquet"
+
+
+def truncated_gzip(frame, directory):
+    import gzip
+
+    content = gzip.compress(_csv(frame, directory / "tmp.csv").read_bytes())
+    return _text(directory / "cut_off.csv.gz", content[: len(content) // 2])
+
+
+def fractions_in_integer_column(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MGEMLEEF"] = "2.5"  # DuckDB would round it to 3
+    return _csv(broken, directory / "fractional_age.csv")
+
+
+def hex_in_integer_column(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MOSTYPE"] = "0x21"  # DuckDB would read 33
+    return _csv(broken, directory / "hex_subtype.csv")
+
+
+def overflowing_integers(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MAANTHUI"] = "99999999999999999999999"
+    return _csv(broken, directory / "overflow.csv")
+
+
+def full_width_digits(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MOSHOOFD"] = "\uff13"  # a full-width 3 from an IME
+    return _csv(broken, directory / "full_width.csv")
+
+
+def negative_values(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "PPERSAUT"] = -1
+    return _csv(broken, directory / "negative_contribution.csv")
+
+
+def target_as_words(frame, directory):
+    return _csv(frame.assign(Purchase=frame["Purchase"].map({"No": "nope", "Yes": "yes!"})), directory / "words.csv")
+
+
+def duplicated_header_column(frame, directory):
+    lines = [line.rstrip(b"\n") + b",1\n" for line in _lines(_csv(frame, directory / "tmp.csv"))]
+    lines[0] = lines[0].replace(b",1\n", b",MOSTYPE\n")  # a second column of the same name
+    return _text(directory / "two_mostype.csv", b"".join(lines))
+
+
+def extra_field_in_a_row(frame, directory):
+    lines = _lines(_csv(frame, directory / "tmp.csv"))
+    lines[30] = lines[30].rstrip(b"\n") + b",1\n"
+    return _text(directory / "one_field_too_many.csv", b"".join(lines))
+
+
+def id_column_missing(frame, directory):
+    return _csv(frame, directory / "no_crm_id.csv")
+
+
+def blank_ids(frame, directory):
+    ids = [f"K{i:05d}" if i % 50 else "" for i in range(len(frame))]
+    return _csv(frame.assign(crm_id=ids), directory / "blank_ids.csv")
+
+
+def exported_twice(frame, directory):
+    """The export appended to itself: every customer twice, no ids to tell (the leak into test sets)."""
+    return _csv(pd.concat([frame, frame]), directory / "appended_twice.csv")
+
+
+def whitespace_only(frame, directory):
+    return _text(directory / "blank_lines.csv", b"\n\n\n")
+
+
+def nul_bytes(frame, directory):
+    content = _csv(frame, directory / "tmp.csv").read_bytes().replace(b",", b",\x00", 1)
+    return _text(directory / "nul_byte.csv", content)
+
+
+def empty_rows_block(frame, directory):
+    lines = _lines(_csv(frame, directory / "tmp.csv"))
+    empty = b"," * 85 + b"\n"
+    lines[1:1] = [empty] * 600  # 600 rows of nothing (about 9%)
+    return _text(directory / "empty_rows.csv", b"".join(lines))
+
+
+def tab_delimited(frame, directory):
+    return _csv(frame, directory / "tabs.csv", sep="\t")
+
+
+def columns_renamed_lowercase(frame, directory):
+    return _csv(frame.rename(columns=str.lower), directory / "lowercase_header.csv")
+
+
 CASES = [
     Case("missing file", missing_file, ["export_missing.csv", "source file not found"]),
     Case("empty file", empty_file, ["empty.csv", "the file is empty"]),

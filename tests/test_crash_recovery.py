@@ -86,6 +86,7 @@ def _run(environment: dict, *arguments: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.timeout(2400)  # three runs of the real command; about 3 minutes on an idle machine
 def test_killed_runs_are_recovered_and_the_next_run_completes(tmp_path):
     environment = _environment(tmp_path)
     var = Path(environment["MLOPS_HOME"])
