@@ -1,7 +1,8 @@
 """The bad-input catalogue, fed through the real ingestion path (a Dagster run of the whole job).
 
 Every case must fail with a message naming the file and the column (and the row where there is
-one), and must leave the published scores and the current model as they were.
+one), and must leave the published scores, the champion, the score history and the current model as
+they were. Quirks of everyday exports (BOM, CRLF, blank lines, gzip) are accepted: tests/test_ingestion.py.
 """
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 from conftest import make_harness
 
 from mlops_assets.publishing import read_published
+from mlops_assets.registry import current_champion
 
 
 @dataclass
@@ -295,6 +297,73 @@ CASES = [
         ["partial_export.csv", "table_row_count_to_be_between", "observed 582"],
     ),
     Case("swapped data set", swapped_distributions, ["other_population.csv", "column_mean_to_be_between"]),
+    Case("a directory", a_directory, ["export_folder.csv", "not a file"]),
+    Case("symbolic link loop", symlink_loop, ["loop_a.csv", "symbolic link loop"]),
+    Case("dangling symbolic link", dangling_symlink, ["moved_export.csv", "link to a file that does not exist"]),
+    Case("binary file", binary_file, ["photo.csv", "line 1 (header) is not valid UTF-8"]),
+    Case("spreadsheet named .csv", spreadsheet_file, ["workbook.csv", "not a CSV text export"]),
+    Case(
+        "truncated Parquet",
+        truncated_parquet,
+        ["truncated.parquet", "cannot be read as Parquet"],
+        {"source_format": "parquet"},
+    ),
+    Case(
+        "CSV named .parquet",
+        csv_named_parquet,
+        ["really_csv.parquet", "cannot be read as Parquet"],
+        {"source_format": "parquet"},
+    ),
+    Case("Parquet read as CSV", parquet_read_as_csv, ["export.parquet", "not valid UTF-8"]),
+    Case("truncated gzip", truncated_gzip, ["cut_off.csv.gz", "Unexpected end of GZIP stream"]),
+    Case(
+        "fractions in a whole-number column",
+        fractions_in_integer_column,
+        ["fractional_age.csv", "column MGEMLEEF", "is not a whole number", "data row 3", "'2.5'"],
+    ),
+    Case(
+        "hexadecimal in a whole-number column",
+        hex_in_integer_column,
+        ["hex_subtype.csv", "column MOSTYPE", "is not a whole number", "'0x21'"],
+    ),
+    Case("overflowing integers", overflowing_integers, ["overflow.csv", "column MAANTHUI", "is not a whole number"]),
+    Case("full-width digits", full_width_digits, ["full_width.csv", "column MOSHOOFD", "is not a whole number"]),
+    Case(
+        "negative values",
+        negative_values,
+        ["negative_contribution.csv", "column PPERSAUT", "outside 0..9", "'-1'"],
+    ),
+    Case("target as words", target_as_words, ["words.csv", "column Purchase", "is not one of Yes/No", "'nope'"]),
+    Case("duplicated header column", duplicated_header_column, ["two_mostype.csv", "MOSTYPE appear more than once"]),
+    Case(
+        "one field too many",
+        extra_field_in_a_row,
+        ["one_field_too_many.csv", "line 31 (data row 30)", "expected 86 fields, found 87"],
+    ),
+    Case(
+        "id column missing",
+        id_column_missing,
+        ["no_crm_id.csv", "missing required column(s) crm_id"],
+        {"id_column": "crm_id"},
+    ),
+    Case(
+        "blank customer ids",
+        blank_ids,
+        ["blank_ids.csv", "column crm_id", "without a customer id", "data row 1"],
+        {"id_column": "crm_id"},
+    ),
+    Case(
+        "export appended twice (no ids)",
+        exported_twice,
+        ["appended_twice.csv", "repeat an earlier row exactly", "data row 308 repeats data row 122"],
+    ),
+    Case("only blank lines", whitespace_only, ["blank_lines.csv", "no header line"]),
+    Case("NUL byte in the header", nul_bytes, ["nul_byte.csv", "missing required column(s) MAANTHUI"]),
+    Case("block of empty rows", empty_rows_block, ["empty_rows.csv", "column MOSTYPE", "600 row(s) missing"]),
+    Case("tab-delimited", tab_delimited, ["tabs.csv", "delimited by '\\t'"]),
+    Case(
+        "lower-case header", columns_renamed_lowercase, ["lowercase_header.csv", "missing required column(s) MOSTYPE"]
+    ),
 ]
 
 
@@ -312,7 +381,9 @@ def _state(harness) -> tuple:
     )
     with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
         model = connection.execute("select model_version, sha256 from caravan.propensity_model").fetchall()
-    return tuple(published.iloc[0]), tuple(model)
+        history = connection.execute("select count(*), max(published_at) from caravan.score_history").fetchall()
+        champion = current_champion(connection, "caravan")
+    return tuple(published.iloc[0]), tuple(model), (tuple(history), champion)
 
 
 def failure_messages(result) -> str:
@@ -347,7 +418,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(platform, case, tmp_path):
 def test_unknown_extra_column_warns_and_the_run_goes_on(platform, tmp_path):
     bundled = pd.read_csv(Path(__file__).parents[1] / "data/caravan/caravan.csv")
     path = _csv(bundled.assign(campaign_code="X"), tmp_path / "with_campaign_code.csv")
-    (_, scores_before), models_before = _state(platform)
+    (_, scores_before), models_before, _ = _state(platform)
     result = platform.run(run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(path)}}}})
     assert result.success
     warnings = [
@@ -360,6 +431,6 @@ def test_unknown_extra_column_warns_and_the_run_goes_on(platform, tmp_path):
     assert "with_campaign_code.csv" in warnings[0].description and "campaign_code" in warnings[0].description
     assert platform.latest_metadata("caravan/raw_customers")["extra_columns"] == "campaign_code"
     # Same data apart from the unused column: the retrained model and the published scores are identical.
-    (_, scores_after), models_after = _state(platform)
+    (_, scores_after), models_after, _ = _state(platform)
     assert scores_after == scores_before
     assert [sha for _, sha in models_after] == [sha for _, sha in models_before]

@@ -185,3 +185,26 @@ def test_outcomes_are_loaded_once_per_file_and_once_per_customer_and_day(tmp_pat
         "select _load_id, customer_id, Purchase from caravan.raw_outcomes order by _load_id, customer_id"
     ).fetchall()
     assert stored == [("o-1", "A", "Yes"), ("o-1", "B", "Yes"), ("o-3", "A", "No"), ("o-3", "C", "No")]
+
+
+@pytest.mark.parametrize("quirk", ["utf-8 bom", "crlf and trailing blank lines", "gzip .csv.gz", "gzip named .csv"])
+def test_everyday_export_quirks_load_the_same_values(caravan, sample, tmp_path, quirk):
+    import gzip
+
+    plain = _write(sample, tmp_path / "plain.csv").read_bytes()
+    content, name = {
+        "utf-8 bom": (b"\xef\xbb\xbf" + plain, "bom.csv"),
+        "crlf and trailing blank lines": (plain.replace(b"\n", b"\r\n") + b"\r\n\r\n", "crlf.csv"),
+        "gzip .csv.gz": (gzip.compress(plain), "export.csv.gz"),
+        "gzip named .csv": (gzip.compress(plain), "export.csv"),
+    }[quirk]
+    path = tmp_path / name
+    path.write_bytes(content)
+    connection = duckdb.connect()
+    load = _load(connection, caravan, path)
+    assert load.row_count == 200 and load.quarantined_rows == 0 and load.extra_columns == []
+    loaded = connection.execute(f"select * exclude (_load_id, _source_file, _loaded_at) from {TABLE}").fetchdf()
+    reference = duckdb.connect()
+    _load(reference, caravan, _write(sample, tmp_path / "reference.csv"))
+    expected = reference.execute(f"select * exclude (_load_id, _source_file, _loaded_at) from {TABLE}").fetchdf()
+    pd.testing.assert_frame_equal(loaded, expected)
