@@ -88,13 +88,16 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 def export_ingestion_config(path: Path) -> dict:
     """Ingestion config for a batch export: its path, format, and its `customer_id` column if it has one."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        columns = pq.read_schema(path).names
-    else:
-        with open_text(path, errors="replace") as handle:
-            columns = next(csv.reader(handle), [])
+            columns = pq.read_schema(path).names
+        else:
+            with open_text(path, errors="replace") as handle:
+                columns = next(csv.reader(handle), [])
+    except Exception:  # unreadable: the load itself reports what is wrong, naming the file
+        columns = []
     return {
         "source_path": str(path),
         "source_format": "parquet" if path.suffix == ".parquet" else "csv",
