@@ -9,7 +9,8 @@ import pandas as pd
 
 from mlops_assets.defs.io_managers import Warehouse
 from mlops_assets.defs.metadata import markdown_table
-from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
+from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier, ScorePublisher
+from mlops_assets.integrity import ArtifactTamperedError, verify_model
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.explanations import explain_top_share
 from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_table
@@ -40,6 +41,24 @@ def _history_select(k: int) -> str:
         from scores_to_publish"""
 
 
+def verify_before_scoring(context, use_case_name: str, model: ModelArtifact, warehouse: Warehouse, notifier) -> None:
+    """Refuse a champion whose artefact no longer matches its signature (see mlops_assets/integrity.py)."""
+    with warehouse.get_connection() as connection:
+        try:
+            verify_model(connection, use_case_name, model.model_version, model.model_text, warehouse.signing_key())
+        except ArtifactTamperedError as error:
+            notifier.notify(
+                context,
+                use_case_name,
+                "integrity",
+                str(error),
+                {"model_version": model.model_version},
+                "error",
+                connection=connection,
+            )
+            raise dg.Failure(description=str(error)) from error
+
+
 def build_scoring_assets(use_case: UseCase) -> list:
     name = use_case.name
     features_key = dg.AssetKey([name, use_case.feature_mart])
@@ -67,7 +86,10 @@ def build_scoring_assets(use_case: UseCase) -> list:
         context: dg.AssetExecutionContext,
         customer_features: pd.DataFrame,
         champion_model: ModelArtifact,
+        warehouse: Warehouse,
+        notifier: Notifier,
     ) -> pd.DataFrame:
+        verify_before_scoring(context, name, champion_model, warehouse, notifier)
         customer_features = customers_of_latest_load(customer_features)
         # The champion, not necessarily the newest model; loading verifies the artefact's checksum.
         booster = champion_model.load_booster()
