@@ -127,7 +127,7 @@ def test_killed_runs_are_recovered_and_the_next_run_completes(tmp_path):
         ).fetchall()
         assert history == [(scores["run"], 5822, 5822)]  # exactly the publication readers see
         duplicated = connection.execute(
-            "select count(*) from (select _load_id, customer_id from caravan.int_customer_history "
+            "select count(*) from (select load_id, customer_id from caravan.int_customer_history "
             "group by all having count(*) > 1)"
         ).fetchall()[0][0]
         assert duplicated == 0
@@ -187,3 +187,52 @@ def test_a_recycled_pid_does_not_count_as_the_run_still_going():
     dead = subprocess.Popen(["true"])
     dead.wait()
     assert not process_is_alive(dead.pid)
+
+
+_STUCK_RUN = """
+import sys, time
+import dagster as dg
+
+@dg.op(pool="duckdb_warehouse")
+def holds_the_warehouse():
+    print("holding", flush=True)
+    time.sleep(600)
+
+@dg.job
+def long_job():
+    holds_the_warehouse()
+
+instance = dg.DagsterInstance.from_config(sys.argv[1])
+long_job.execute_in_process(instance=instance)
+"""
+
+
+def test_the_recovery_sensor_fails_a_killed_run_and_frees_its_pool_slot(tmp_path):
+    import dagster as dg
+
+    from sensors import build_run_recovery_sensor
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    worker = subprocess.Popen(
+        [sys.executable, "-c", _STUCK_RUN, str(home)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert worker.stdout.readline().strip() == "holding"
+    instance = dg.DagsterInstance.from_config(str(home))
+    sensor = build_run_recovery_sensor()
+
+    def tick() -> str:
+        return sensor.evaluate_tick(dg.build_sensor_context(instance=instance)).skip_message
+
+    assert tick() == "no abandoned runs"  # alive: left alone
+    [run] = instance.get_runs()
+    assert instance.event_log_storage.get_concurrency_info("duckdb_warehouse").claimed_slots
+    os.killpg(worker.pid, signal.SIGKILL)
+    worker.wait()
+
+    assert "marked failed" in tick()
+    assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+    info = instance.event_log_storage.get_concurrency_info("duckdb_warehouse")
+    assert not info.claimed_slots and not info.pending_steps
+    assert tick() == "no abandoned runs"
