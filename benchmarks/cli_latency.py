@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,10 +25,15 @@ PROJECT = Path(__file__).resolve().parents[1]
 MLOPS = str(PROJECT / ".venv" / "bin" / "mlops")
 
 
-def _timed(arguments: list[str]) -> tuple[float, int]:
+def _timed(arguments: list[str]) -> tuple[float, float, int]:
+    """Wall time, CPU time (user + system, less distorted by other processes' load) and exit status."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     completed = subprocess.run(arguments, cwd=PROJECT, capture_output=True, text=True)
-    return time.perf_counter() - started, completed.returncode
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu, completed.returncode
 
 
 def read_commands(warehouse: Path, use_case: str) -> dict[str, list[str]]:
@@ -74,14 +80,18 @@ def main() -> None:
         sys.exit(f"{warehouse}: no warehouse; run `make run` first")
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     for name, arguments in read_commands(warehouse, args.use_case).items():
-        times = []
+        times, cpu_times = [], []
         for _ in range(args.repeat):
-            seconds, code = _timed(arguments)
+            seconds, cpu, code = _timed(arguments)
             if code != 0:
                 sys.exit(f"{' '.join(arguments)} exited {code}")
             times.append(seconds)
+            cpu_times.append(cpu)
         verdict = "ok" if statistics.median(times) < 1.0 else "SLOW"
-        print(f"mlops {name:<11} median {statistics.median(times):.2f} s, worst {max(times):.2f} s  [{verdict}]")
+        print(
+            f"mlops {name:<11} wall median {statistics.median(times):.2f} s, worst {max(times):.2f} s; "
+            f"CPU median {statistics.median(cpu_times):.2f} s  [{verdict}]"
+        )
     if not args.skip_run:
         time_to_progress()
 
