@@ -54,7 +54,8 @@ class Progress:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
-        self._poll()  # whatever arrived after the last poll
+        with contextlib.suppress(Exception):  # whatever arrived after the last poll
+            self._poll()
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_seconds):
