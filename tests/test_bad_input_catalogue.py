@@ -157,7 +157,8 @@ def truncated_parquet(frame, directory):
 
 
 def csv_named_parquet(frame, directory):
-    return _csv(frame, directory / "really_csv.parquet")
+    # Not byte-identical to the bundled export: that would be recognized as already loaded and skipped.
+    return _csv(frame.head(-1), directory / "really_csv.parquet")
 
 
 def parquet_read_as_csv(frame, directory):
@@ -219,7 +220,7 @@ def extra_field_in_a_row(frame, directory):
 
 
 def id_column_missing(frame, directory):
-    return _csv(frame, directory / "no_crm_id.csv")
+    return _csv(frame.head(-1), directory / "no_crm_id.csv")  # see csv_named_parquet
 
 
 def blank_ids(frame, directory):
