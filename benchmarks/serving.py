@@ -1,0 +1,209 @@
+"""Bounded load on the scoring service over loopback: latency percentiles and throughput.
+
+    .venv/bin/python benchmarks/serving.py [--home DIR] [--seconds 8] [--concurrency 1 8 32]
+
+Runs the caravan pipeline into a temporary home (or uses --home, a platform home with published
+scores and exported models), starts `mlops serve` on a free loopback port, and for lookup and for score
+(one record, with reasons) sends requests from N client threads (keep-alive connections) for a fixed
+time at each concurrency; then the same at concurrency 8 while another process republishes the scores
+and the models again and again (the service swaps snapshots meanwhile). Prints p50/p95/p99 latency,
+requests/s and errors. Client and server share the machine's cores, so figures include the client's cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def build_platform(home: Path) -> None:
+    import dagster as dg
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.settings import Settings
+    from mlops_assets.use_cases import get_use_case
+
+    defs = build_definitions(Settings.under(home), use_cases=(get_use_case("caravan"),))
+    assert defs.resolve_job_def("caravan_pipeline").execute_in_process(instance=dg.DagsterInstance.ephemeral()).success
+
+
+def republish_loop(home: Path, stop_file: Path) -> None:
+    """Run in a separate process: the daily scoring job (score + publish) and a fresh model export,
+    over and over, until stop_file exists; the count of publications goes to <stop_file>.count."""
+    count_file = stop_file.with_suffix(".count")
+    from datetime import UTC, datetime
+
+    import dagster as dg
+    import duckdb
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.registry import current_champion, load_artifact
+    from mlops_assets.serving.artefacts import export_serving_models
+    from mlops_assets.settings import Settings
+    from mlops_assets.use_cases import get_use_case
+
+    settings = Settings.under(home)
+    defs = build_definitions(settings, use_cases=(get_use_case("caravan"),))
+    job = defs.resolve_job_def("caravan_scoring")
+    instance = dg.DagsterInstance.ephemeral()
+    publications = 0
+    while not stop_file.exists():
+        assert job.execute_in_process(instance=instance).success
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
+            champion = load_artifact(connection, "caravan", current_champion(connection, "caravan"))
+        export_serving_models(settings.published_dir, "caravan", champion, [], datetime.now(UTC))
+        publications += 1
+        count_file.write_text(str(publications))  # the benchmark measures once the first one is done
+
+
+def load(url: str, key: str, kind: str, payloads: list, concurrency: int, seconds: float) -> dict:
+    import httpx
+
+    latencies: list[list[float]] = [[] for _ in range(concurrency)]
+    errors: list[str] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def client(slot: int) -> None:
+        with httpx.Client(base_url=url, headers={"X-API-Key": key}, timeout=30) as session:
+            i = slot
+            while not stop.is_set():
+                payload = payloads[i % len(payloads)]
+                started = time.perf_counter()
+                try:
+                    if kind == "lookup":
+                        response = session.get(f"/v1/use-cases/caravan/customers/{payload}")
+                    else:
+                        response = session.post("/v1/use-cases/caravan/score", json={"records": [payload]})
+                    elapsed = time.perf_counter() - started
+                    if response.status_code != 200:
+                        errors.append(f"{response.status_code} {response.text[:200]}")
+                    else:
+                        body = response.json()
+                        versions.add(body["model_version"] if kind == "lookup" else body["results"][0]["model_version"])
+                        latencies[slot].append(elapsed)
+                except httpx.HTTPError as error:
+                    errors.append(repr(error))
+                i += concurrency
+
+    threads = [threading.Thread(target=client, args=(slot,)) for slot in range(concurrency)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - started
+    values = np.array([v for slot in latencies for v in slot]) * 1000
+    return {
+        "requests": len(values),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+        "p50_ms": float(np.percentile(values, 50)) if len(values) else float("nan"),
+        "p95_ms": float(np.percentile(values, 95)) if len(values) else float("nan"),
+        "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
+        "per_second": len(values) / wall,
+        "versions": len(versions),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--home", type=Path, help="an existing platform home (default: run the pipeline first)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--republish-loop", nargs=2, metavar=("HOME", "STOP_FILE"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.republish_loop:
+        republish_loop(Path(args.republish_loop[0]), Path(args.republish_loop[1]))
+        return
+
+    import duckdb
+
+    from mlops_assets.serving.config import hash_api_key, new_api_key
+    from mlops_assets.serving.process import ServiceProcess
+
+    scratch = Path(tempfile.mkdtemp(prefix="mlops-serving-bench-"))
+    home = args.home
+    if home is None:
+        home = scratch / "home"
+        started = time.perf_counter()
+        build_platform(home)
+        print(f"pipeline run for the benchmark's platform: {time.perf_counter() - started:.0f} s")
+    key = new_api_key()
+    config = scratch / "serving.yaml"
+    config.write_text(
+        json.dumps({"api_keys": [{"name": "bench", "sha256": hash_api_key(key), "scopes": ["lookup", "score"]}]})
+    )
+    with duckdb.connect(str(home / "published" / "caravan.duckdb"), read_only=True) as connection:
+        customers = [row[0] for row in connection.execute("select customer_id from customer_scores").fetchall()]
+    with duckdb.connect(str(home / "warehouse.duckdb"), read_only=True) as connection:
+        raw = connection.execute("select * from caravan.raw_customers using sample 500 rows (reservoir, 7)").fetchdf()
+    records = raw.drop(columns=[c for c in raw.columns if c.startswith("_")]).to_dict("records")
+    rng = np.random.default_rng(0)
+    lookups = list(rng.choice(customers, size=2000))
+
+    service = ServiceProcess(home, config, scratch / "service.log")
+    rows = []
+    try:
+        service.wait_until_ready()
+        for kind, payloads in (("lookup", lookups), ("score", records)):
+            load(service.url, key, kind, payloads, 2, 2.0)  # warm-up: worker threads, connections
+            for concurrency in args.concurrency:
+                rows.append(
+                    {
+                        "endpoint": kind,
+                        "concurrency": concurrency,
+                        "phase": "steady",
+                        **load(service.url, key, kind, payloads, concurrency, args.seconds),
+                    }
+                )
+        for kind, payloads in (("lookup", lookups), ("score", records)):
+            stop_file = scratch / f"stop-{kind}"
+            count_file = stop_file.with_suffix(".count")
+            republisher = subprocess.Popen(
+                [sys.executable, __file__, "--republish-loop", str(home), str(stop_file)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            while not count_file.exists():  # the republisher imports Dagster and makes a first publication
+                time.sleep(0.5)
+            before = int(count_file.read_text())
+            result = load(service.url, key, kind, payloads, 8, max(args.seconds, 15))
+            publications = int(count_file.read_text()) - before
+            stop_file.touch()
+            republisher.wait(timeout=600)
+            rows.append(
+                {"endpoint": kind, "concurrency": 8, "phase": f"republishing ({publications} publications)", **result}
+            )
+    finally:
+        exit_code = service.stop()
+    print(
+        f"\n{'endpoint':8} {'conc':>4} {'phase':32} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'req/s':>8} {'versions':>8}"
+    )
+    for row in rows:
+        print(
+            f"{row['endpoint']:8} {row['concurrency']:>4} {row['phase']:32} {row['requests']:>8} {row['errors']:>6} "
+            f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['per_second']:>8.0f} "
+            f"{row['versions']:>8}"
+        )
+        if row["errors"]:
+            print(f"   first error: {row['first_error']}")
+    print(f"\nservice exit code after SIGTERM: {exit_code}; log: {scratch / 'service.log'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,515 @@
+"""The scoring service: FastAPI app factory (settings, use cases and configuration are injected).
+
+Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
+    GET  /v1/health                                      liveness
+    GET  /v1/ready                                       503 until every use case has a verified champion
+                                                         and published scores
+    GET  /v1/use-cases                                   served use cases, champion, publication, shadows
+    GET  /v1/use-cases/{use_case}/customers/{customer_id} latest published score (scope lookup)
+    POST /v1/use-cases/{use_case}/score                  score raw export records (scope score)
+    GET  /metrics                                        Prometheus metrics
+"""
+
+# No `from __future__ import annotations`: FastAPI must see the dependency types of the endpoints,
+# which are closures of create_app.
+import hashlib
+import json
+import logging
+import time
+import uuid
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated
+
+import numpy as np
+import pandas as pd
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from pydantic import BaseModel, Field
+
+from mlops_assets.ml.explanations import top_reasons
+from mlops_assets.ml.training import predict_proba
+from mlops_assets.serving.config import ApiKey, ServingConfig
+from mlops_assets.serving.features import FeatureSql, OnlineFeatures, RecordError, compile_feature_sql
+from mlops_assets.serving.records import RequestLog
+from mlops_assets.serving.state import ServedModel, ServedUseCase, Watcher, frame_reasons, reasons_of
+from mlops_assets.settings import Settings
+from mlops_assets.use_cases import UseCase
+
+access_logger = logging.getLogger("mlops.serving.access")
+
+CUSTOMER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$"
+RawValue = str | int | float | bool | None
+
+
+# ---- request and response bodies (they make the OpenAPI docs) ----
+
+
+class Reason(BaseModel):
+    feature: str
+    label: str | None
+    value: str | None
+    contribution: float = Field(description="SHAP contribution in log-odds (LightGBM pred_contrib).")
+
+
+class LookupResponse(BaseModel):
+    use_case: str
+    customer_id: str
+    score: float = Field(description="Purchase probability.")
+    rank: int = Field(description="1 = most likely buyer of the publication.")
+    decile: int = Field(description="1 = top 10%.")
+    reasons: list[Reason] = Field(description="Top reasons; empty outside the explained top share.")
+    model_version: str
+    scored_at: datetime
+    published_at: datetime
+
+
+class ScoreRequest(BaseModel):
+    records: list[dict[str, RawValue]] = Field(
+        min_length=1,
+        description="Customer records with the use case's raw export columns (as in the export file) and the id.",
+    )
+
+
+class ScoredRecord(BaseModel):
+    customer_id: str
+    probability: float
+    reasons: list[Reason]
+    model_version: str
+    model_role: str = Field(description="champion, or canary when the challenger answered this customer.")
+
+
+class ScoreResponse(BaseModel):
+    use_case: str
+    request_id: str
+    results: list[ScoredRecord]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mlops_serving_requests", "Requests served", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "mlops_serving_request_seconds",
+            "Request latency",
+            ["endpoint"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "mlops_serving_errors", "Requests answered 4xx/5xx", ["endpoint", "status"], registry=self.registry
+        )
+        self.model = Gauge(
+            "mlops_serving_model_info",
+            "Model versions served (1 = serving)",
+            ["use_case", "role", "model_version"],
+            registry=self.registry,
+        )
+        self.swaps = Counter(
+            "mlops_serving_swaps", "Snapshots swapped in", ["use_case", "kind"], registry=self.registry
+        )
+        self.shadow = Counter(
+            "mlops_serving_shadow_scores",
+            "Records scored in shadow",
+            ["use_case", "model_version"],
+            registry=self.registry,
+        )
+
+    def serving(self, served: ServedUseCase) -> None:
+        self.model.clear()
+        if served.models is not None:
+            self.model.labels(served.name, "champion", served.models.champion.version).set(1)
+            for shadow in served.models.shadows:
+                self.model.labels(served.name, "shadow", shadow.version).set(1)
+        if served.scores is not None:
+            self.model.labels(served.name, "published_scores", served.scores.model_version).set(1)
+
+
+def _endpoint(path: str) -> str:
+    if path.startswith("/v1/use-cases/"):
+        if path.endswith("/score"):
+            return "score"
+        if "/customers/" in path:
+            return "lookup"
+    return {"/v1/health": "health", "/v1/ready": "ready", "/v1/use-cases": "use_cases", "/metrics": "metrics"}.get(
+        path, "other"
+    )
+
+
+def _json_error(status: int, detail) -> Response:
+    return Response(json.dumps({"detail": detail}), status_code=status, media_type="application/json")
+
+
+class ServingMiddleware:
+    """Pure ASGI (cheaper than BaseHTTPMiddleware): request id, body-size limit (413), metrics,
+    structured access log, and the durable request record of every use-case request."""
+
+    def __init__(self, app, service: "Service"):
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = time.perf_counter()
+        path = scope["path"]
+        endpoint = _endpoint(path)
+        request_id = uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status_holder = {"status": 500}
+
+        async def send_with_status(message):
+            if message["type"] == "http.response.start":
+                status_holder["status"] = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        app_receive = receive
+        limit = self.service.config.max_body_bytes
+        if scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope["headers"])
+            declared = headers.get(b"content-length")
+            too_large = declared is not None and declared.isdigit() and int(declared) > limit
+            body = b""
+            if not too_large:
+                # Read the body up to the limit (also when no length is declared, e.g. chunked).
+                more = True
+                while more:
+                    message = await receive()
+                    body += message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if len(body) > limit:
+                        too_large = True
+                        break
+            if too_large:
+                await _json_error(413, f"request body larger than {limit} bytes")(scope, receive, send_with_status)
+                self._finish(scope, state, endpoint, path, 413, started)
+                return
+            delivered = False
+
+            async def app_receive():
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                return await receive()
+
+        try:
+            await self.app(scope, app_receive, send_with_status)
+        finally:
+            self._finish(scope, state, endpoint, path, status_holder["status"], started)
+
+    def _finish(self, scope, state: dict, endpoint: str, path: str, status: int, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        metrics = self.service.metrics
+        metrics.requests.labels(endpoint, str(status)).inc()
+        metrics.latency.labels(endpoint).observe(elapsed)
+        if status >= 400:
+            metrics.errors.labels(endpoint, str(status)).inc()
+        caller = state.get("caller")
+        client = scope.get("client")
+        entry = {
+            "request_id": state["request_id"],
+            "method": scope["method"],
+            "path": path,
+            "endpoint": endpoint,
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 3),
+            "caller": caller,
+            "client": f"{client[0]}:{client[1]}" if client else None,
+        }
+        access_logger.info(json.dumps(entry))
+        use_case = state.get("use_case")
+        if use_case is None and endpoint in ("lookup", "score"):
+            use_case = path.split("/")[3]
+        if use_case in self.service.use_cases:
+            self.service.request_log.record(use_case, {**entry, "use_case": use_case, **state.get("record", {})})
+
+
+class Service:
+    """Everything the endpoints share: configuration, snapshots, features, the request log, metrics."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        use_cases: tuple[UseCase, ...],
+        config: ServingConfig,
+        feature_sql: dict[str, FeatureSql] | None = None,
+    ):
+        self.settings = settings
+        self.config = config
+        self.definitions = {u.name: u for u in use_cases}
+        self.use_cases = {u.name: ServedUseCase(u.name) for u in use_cases}
+        feature_sql = feature_sql or {u.name: compile_feature_sql(u) for u in use_cases}
+        self.features = {u.name: OnlineFeatures(u, feature_sql[u.name]) for u in use_cases}
+        self.readable_names = {u.name: u.readable_names() for u in use_cases}
+        self.metrics = Metrics()
+        self.request_log = RequestLog(settings.home)
+        self.watcher = Watcher(settings.home, settings.published_dir, self.use_cases, config.watch_interval_seconds)
+        self.watcher.on_swap = self._swapped
+
+    def _swapped(self, use_case: str, kind: str, version: str) -> None:
+        self.metrics.swaps.labels(use_case, kind).inc()
+        self.metrics.serving(self.use_cases[use_case])
+
+    def served(self, use_case: str) -> ServedUseCase:
+        served = self.use_cases.get(use_case)
+        if served is None:
+            raise HTTPException(404, f"unknown use case {use_case!r}; served: {', '.join(self.use_cases)}")
+        return served
+
+
+def canary_bucket(use_case: str, customer_id: str) -> float:
+    """A customer's fixed place in [0, 1): the same customer always gets the same model (sticky)."""
+    digest = hashlib.sha256(f"{use_case}:{customer_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def score_with(model: ServedModel, features: pd.DataFrame) -> np.ndarray:
+    """The batch path's scoring call (defs/scoring.py, customer_scores): same function, same arguments."""
+    return predict_proba(model.booster, features, model.artifact.features, model.artifact.score_offset)
+
+
+def _reasons_with(model: ServedModel, features: pd.DataFrame, readable: dict[str, str], k: int) -> list[list[dict]]:
+    if features.empty:
+        return []
+    return reasons_of(top_reasons(model.booster, features, model.artifact.features, readable, k=k, num_threads=1), k)
+
+
+def create_app(
+    settings: Settings,
+    use_cases: tuple[UseCase, ...],
+    config: ServingConfig,
+    feature_sql: dict[str, FeatureSql] | None = None,
+) -> FastAPI:
+    """The service for `use_cases`, reading `settings.published_dir`, logging under `settings.home`."""
+    service = Service(settings, use_cases, config, feature_sql)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.watcher.start()
+        yield
+        # Graceful shutdown: uvicorn has stopped accepting and waited for requests in flight.
+        service.watcher.stop()
+        service.request_log.close()
+
+    app = FastAPI(
+        title="Bank marketing scoring service",
+        version="1",
+        description="Propensity scores for advisors and applications: published scores and real-time scoring.",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.add_middleware(ServingMiddleware, service=service)
+
+    # Endpoints and dependencies that only read memory are `async` (no hop to the thread pool); scoring,
+    # which runs DuckDB and LightGBM, stays a plain function and runs in uvicorn's worker threads.
+    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+    bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+
+    async def caller(
+        request: Request,
+        api_key: Annotated[str | None, Security(api_key_header)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
+    ) -> ApiKey:
+        key = api_key or (credentials.credentials if credentials else None)
+        if not key:
+            raise HTTPException(
+                401,
+                "missing API key (X-API-Key header or Authorization: Bearer)",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        found = service.config.caller_for(key)
+        if found is None:
+            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+        request.state.caller = found.name
+        return found
+
+    def scope(required: str):
+        async def check(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+            if required not in key.scopes:
+                raise HTTPException(403, f"API key {key.name!r} lacks the scope {required!r}")
+            return key
+
+        return check
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        problems = []
+        for item in error.errors():
+            location = [part for part in item["loc"] if part not in ("body", "path", "query")]
+            field = ""
+            for part in location:
+                field += f"[{part}]" if isinstance(part, int) else (f".{part}" if field else str(part))
+            problems.append({"field": field or "body", "rule": item["msg"]})
+        return JSONResponse({"detail": problems}, status_code=422)
+
+    @app.get("/v1/health", tags=["operations"])
+    async def health() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/v1/ready", tags=["operations"])
+    async def ready() -> JSONResponse:
+        states = {
+            name: {
+                "champion": served.models.champion.version if served.models else None,
+                "published_scores": served.scores.model_version if served.scores else None,
+                "ready": served.ready,
+            }
+            for name, served in service.use_cases.items()
+        }
+        is_ready = all(s["ready"] for s in states.values())
+        return JSONResponse({"ready": is_ready, "use_cases": states}, status_code=200 if is_ready else 503)
+
+    @app.get("/metrics", tags=["operations"], include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/use-cases", tags=["scores"])
+    async def list_use_cases(key: Annotated[ApiKey, Depends(caller)]) -> list[dict]:
+        listing = []
+        for name, served in service.use_cases.items():
+            models, scores = served.models, served.scores
+            listing.append(
+                {
+                    "use_case": name,
+                    "title": service.definitions[name].title,
+                    "champion_version": models.champion.version if models else None,
+                    "models_exported_at": models.exported_at if models else None,
+                    "shadow_versions": [m.version for m in models.shadows] if models else [],
+                    "canary_share": service.config.canary_share(name),
+                    "published_model_version": scores.model_version if scores else None,
+                    "published_at": scores.published_at if scores else None,
+                    "published_customers": scores.customers if scores else 0,
+                    "refused_models": served.refused,
+                    "ready": served.ready,
+                }
+            )
+        return listing
+
+    @app.get("/v1/use-cases/{use_case}/customers/{customer_id}", tags=["scores"], response_model=LookupResponse)
+    async def lookup(
+        request: Request,
+        use_case: str,
+        customer_id: Annotated[str, Path(pattern=CUSTOMER_ID_PATTERN, description="The customer's id")],
+        key: Annotated[ApiKey, Depends(scope("lookup"))],
+    ) -> LookupResponse:
+        served = service.served(use_case)
+        request.state.use_case = use_case
+        scores = served.scores  # one snapshot for the whole answer
+        if scores is None:
+            raise HTTPException(503, f"{use_case}: no published scores yet")
+        row = scores.row(customer_id)
+        request.state.record = {"customer_id": customer_id, "model_version": scores.model_version}
+        if row is None:
+            raise HTTPException(404, f"{use_case}: no published score for customer {customer_id!r}")
+        k = service.definitions[use_case].scoring.reasons_per_customer
+        request.state.record["outputs"] = {"score": float(row["score"]), "rank": int(row["rank"])}
+        return LookupResponse(
+            use_case=use_case,
+            customer_id=customer_id,
+            score=float(row["score"]),
+            rank=int(row["rank"]),
+            decile=int(row["decile"]),
+            reasons=frame_reasons(row, k),
+            model_version=row["model_version"],
+            scored_at=row["scored_at"],
+            published_at=scores.published_at,
+        )
+
+    @app.post("/v1/use-cases/{use_case}/score", tags=["scores"], response_model=ScoreResponse)
+    def score(
+        request: Request,
+        use_case: str,
+        body: ScoreRequest,
+        key: Annotated[ApiKey, Depends(scope("score"))],
+    ) -> ScoreResponse:
+        served = service.served(use_case)
+        request.state.use_case = use_case
+        if len(body.records) > service.config.max_records:
+            raise HTTPException(
+                413, f"{len(body.records)} records in one request; at most {service.config.max_records}"
+            )
+        models = served.models  # one model set for the whole request
+        if models is None:
+            raise HTTPException(503, f"{use_case}: no verified champion model to score with")
+        request.state.record = {"inputs": body.records, "model_version": models.champion.version}
+        try:
+            features = service.features[use_case].build(body.records, datetime.now(UTC).replace(tzinfo=None))
+        except RecordError as error:
+            raise RequestValidationError(
+                [
+                    {"loc": ("body", "records", i, field), "msg": rule, "type": "value_error"}
+                    for i, field, rule in error.problems
+                ]
+            ) from error
+        customer_ids = features["customer_id"].tolist()
+        champion_scores = score_with(models.champion, features)
+        shadow_scores = {m.version: score_with(m, features) for m in models.shadows}
+        challenger = models.challenger
+        share = service.config.canary_share(use_case)
+        canary = np.array(
+            [challenger is not None and canary_bucket(use_case, c) < share for c in customer_ids], dtype=bool
+        )
+        answered = np.where(
+            canary, shadow_scores[challenger.version] if challenger else champion_scores, champion_scores
+        )
+        definition = service.definitions[use_case]
+        k = definition.scoring.reasons_per_customer
+        readable = service.readable_names[use_case]
+        reasons: list[list[dict]] = [[] for _ in customer_ids]
+        for model, mask in ((models.champion, ~canary), (challenger, canary)):
+            if model is not None and mask.any():
+                for position, found in zip(
+                    np.flatnonzero(mask), _reasons_with(model, features[mask], readable, k), strict=True
+                ):
+                    reasons[position] = found
+        results = [
+            ScoredRecord(
+                customer_id=customer_id,
+                probability=float(answered[i]),
+                reasons=reasons[i],
+                model_version=challenger.version if canary[i] else models.champion.version,
+                model_role="canary" if canary[i] else "champion",
+            )
+            for i, customer_id in enumerate(customer_ids)
+        ]
+        inputs = [m.name for m in models.champion.artifact.features]
+        request.state.record.update(
+            {
+                "records": [
+                    {
+                        "customer_id": customer_id,
+                        "features": {name: _plain(features[name].iloc[i]) for name in inputs},
+                        "answered_by": results[i].model_version,
+                        "probability": results[i].probability,
+                        "champion": {
+                            "model_version": models.champion.version,
+                            "probability": float(champion_scores[i]),
+                        },
+                        "shadows": [{"model_version": v, "probability": float(s[i])} for v, s in shadow_scores.items()],
+                    }
+                    for i, customer_id in enumerate(customer_ids)
+                ],
+            }
+        )
+        for version in shadow_scores:
+            service.metrics.shadow.labels(use_case, version).inc(len(customer_ids))
+        return ScoreResponse(use_case=use_case, request_id=request.state.request_id, results=results)
+
+    return app
+
+
+def _plain(value):
+    """A feature value as JSON: numbers as float, missing as None, categories as text."""
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
+        return None
+    if isinstance(value, (np.integer, np.floating, int, float)):
+        return float(value)
+    return str(value)

@@ -1,0 +1,130 @@
+"""Durable records of the service outside the warehouse lock: every request, and the service's alerts.
+
+Requests go to `<home>/serving/requests/<use case>/<YYYY-MM-DD>.jsonl` (UTC day), one JSON object per
+line. JSON lines rather than DuckDB or Parquet: a DuckDB file would be locked by the service against
+the asset that reads it, and Parquet cannot be appended to; a text file opened with O_APPEND takes
+each line in one write() from any thread, and a reader takes every complete line. Each line is written
+to the file as its request completes (so it survives a crash of the service); the file is fsynced every
+`sync_interval` seconds and on shutdown, so a crash of the machine can lose the last fraction of a second.
+
+The asset `<use case>/served_traffic` reads the files from where it stopped (byte offsets) into the
+warehouse. Alerts (e.g. a refused artefact) go to `<home>/serving/alerts.jsonl`, the log, and the
+webhook of MLOPS_ALERT_WEBHOOK_URL if set; served_traffic copies them into `<use case>.alerts`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+
+logger = logging.getLogger("mlops.serving")
+
+
+def requests_dir(home: Path, use_case: str) -> Path:
+    return Path(home) / "serving" / "requests" / use_case
+
+
+def alerts_path(home: Path) -> Path:
+    return Path(home) / "serving" / "alerts.jsonl"
+
+
+class _AppendFile:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        self.dirty = False
+
+    def append(self, line: bytes) -> None:
+        os.write(self.fd, line)
+        self.dirty = True
+
+    def sync(self) -> None:
+        if self.dirty:
+            self.dirty = False
+            os.fsync(self.fd)
+
+    def close(self) -> None:
+        self.sync()
+        os.close(self.fd)
+
+
+class RequestLog:
+    """Appends one JSON line per request to the use case's file of the day."""
+
+    def __init__(self, home: Path, sync_interval: float = 0.2):
+        self.home = Path(home)
+        self.sync_interval = sync_interval
+        self._files: dict[tuple[str, str], _AppendFile] = {}
+        self._lock = threading.Lock()
+        self._last_sync = time.monotonic()
+
+    def _file(self, use_case: str, day: str) -> _AppendFile:
+        key = (use_case, day)
+        handle = self._files.get(key)
+        if handle is None:
+            with self._lock:
+                handle = self._files.get(key)
+                if handle is None:
+                    for old_key in [k for k in self._files if k[0] == use_case]:
+                        self._files.pop(old_key).close()
+                    handle = _AppendFile(requests_dir(self.home, use_case) / f"{day}.jsonl")
+                    self._files[key] = handle
+        return handle
+
+    def record(self, use_case: str, entry: dict) -> None:
+        now = datetime.now(UTC)
+        entry = {"logged_at": now.isoformat(), **entry}
+        line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode("utf-8")
+        self._file(use_case, now.strftime("%Y-%m-%d")).append(line)
+        if time.monotonic() - self._last_sync > self.sync_interval:
+            self.sync()
+
+    def sync(self) -> None:
+        with self._lock:
+            self._last_sync = time.monotonic()
+            for handle in self._files.values():
+                handle.sync()
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._files.values():
+                handle.close()
+            self._files.clear()
+
+
+def raise_alert(home: Path, use_case: str, kind: str, message: str, details: dict | None = None) -> None:
+    """Record an alert in the service's alert file and the log; post it to the webhook if configured."""
+    alert = {
+        "raised_at": datetime.now(UTC).isoformat(),
+        "use_case": use_case,
+        "kind": kind,
+        "severity": "critical",
+        "message": message,
+        "details": details or {},
+    }
+    handle = _AppendFile(alerts_path(home))
+    try:
+        handle.append((json.dumps(alert, default=str) + "\n").encode("utf-8"))
+    finally:
+        handle.close()
+    logger.error("[%s %s] %s", use_case, kind, message)
+    webhook = os.environ.get("MLOPS_ALERT_WEBHOOK_URL")
+    if webhook:
+        request = urllib.request.Request(
+            webhook,
+            data=json.dumps(alert, default=str).encode("utf-8"),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5):
+                pass
+        except OSError as error:  # an unreachable webhook must not stop the service; the alert is stored
+            logger.warning("alert webhook %s failed: %s", webhook, error)

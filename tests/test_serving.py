@@ -1,0 +1,444 @@
+"""The scoring service, as a real uvicorn process on a free loopback port, called over HTTP.
+
+One platform (a copy of the session's completed caravan pipeline, so the shared fixture is never
+changed) and one service process serve the whole module; the tests run in file order: lookups and
+scores against the batch, bad input, then a model pending approval (shadow, canary), its approval
+under a client loop (hot swap), a tampered artefact, a rollback, and a graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+
+import duckdb
+import httpx
+import pandas as pd
+import pytest
+from conftest import make_harness
+
+from mlops_assets.serving.app import canary_bucket, score_with
+from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
+from mlops_assets.serving.config import ServingConfig, hash_api_key, new_api_key
+from mlops_assets.serving.features import OnlineFeatures, RecordError, compile_feature_sql
+from mlops_assets.serving.process import ServiceProcess
+from mlops_assets.serving.records import alerts_path, requests_dir
+from mlops_assets.synthetic.swiss_bank import write_parquet
+from mlops_assets.use_cases import get_use_case
+
+CANARY_SHARE = 0.3
+PENDING_MODEL = {"ops": {"caravan__propensity_model": {"config": {"num_leaves": 15, "max_rounds": 300}}}}
+
+
+@dataclass
+class Platform:
+    harness: object
+    service: ServiceProcess
+    full_key: str
+    lookup_key: str
+
+    def get(self, path: str, key: str | None = None, **kwargs) -> httpx.Response:
+        headers = {"X-API-Key": key or self.full_key}
+        return httpx.get(self.service.url + path, headers=headers, timeout=30, **kwargs)
+
+    def score(self, records: list[dict], key: str | None = None) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {key or self.full_key}"}
+        return httpx.post(
+            self.service.url + "/v1/use-cases/caravan/score", json={"records": records}, headers=headers, timeout=60
+        )
+
+
+def _published(platform: Platform) -> pd.DataFrame:
+    path = platform.harness.settings.published_dir / "caravan.duckdb"
+    with duckdb.connect(str(path), read_only=True) as connection:
+        return connection.execute("select * from customer_scores").fetchdf().set_index("customer_id")
+
+
+def _raw_records(platform: Platform, customer_ids: list[str]) -> list[dict]:
+    """The export rows of these customers as the pipeline loaded them (text, no load columns)."""
+    with duckdb.connect(str(platform.harness.settings.duckdb_path), read_only=True) as connection:
+        raw = connection.execute(
+            "select * from caravan.raw_customers where customer_id in (select unnest(?))", [customer_ids]
+        ).fetchdf()
+    raw = raw.drop(columns=[c for c in raw.columns if c.startswith("_")])
+    return raw.to_dict("records")
+
+
+def _manual_caravan():
+    caravan = get_use_case("caravan")
+    # Manual approval, and a tolerance that lets any model through the comparison: the next model
+    # waits for approval, which is what a shadow model is.
+    promotion = caravan.promotion.model_copy(update={"approval": "manual", "tolerance": 1.0})
+    return caravan.model_copy(update={"promotion": promotion})
+
+
+@pytest.fixture(scope="module")
+def platform(completed_pipeline, tmp_path_factory):
+    home = tmp_path_factory.mktemp("serving") / "home"
+    shutil.copytree(completed_pipeline.settings.home, home)
+    harness = make_harness(home, use_cases=(_manual_caravan(),))
+    full_key, lookup_key = new_api_key(), new_api_key()
+    config = home / "serving.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "api_keys": [
+                    {"name": "crm", "sha256": hash_api_key(full_key), "scopes": ["lookup", "score"]},
+                    {"name": "advisor-app", "sha256": hash_api_key(lookup_key), "scopes": ["lookup"]},
+                ],
+                "use_cases": {"caravan": {"canary_share": CANARY_SHARE}},
+                "max_body_bytes": 200_000,
+                "max_records": 50,
+                "watch_interval_seconds": 0.1,
+            }
+        )
+    )
+    service = ServiceProcess(home, config, home / "service.log")
+    try:
+        service.wait_until_ready()
+        yield Platform(harness, service, full_key, lookup_key)
+    finally:
+        service.stop()
+
+
+def test_ready_and_use_cases_name_the_verified_champion(platform):
+    ready = httpx.get(platform.service.url + "/v1/ready").json()
+    manifest = read_manifest(platform.harness.settings.published_dir, "caravan")
+    champion = manifest["champion"]["model_version"]
+    assert ready == {
+        "ready": True,
+        "use_cases": {"caravan": {"champion": champion, "published_scores": champion, "ready": True}},
+    }
+    listing = platform.get("/v1/use-cases").json()
+    assert listing[0]["champion_version"] == champion and listing[0]["published_customers"] == 5822
+    assert listing[0]["shadow_versions"] == []
+    assert httpx.get(platform.service.url + "/openapi.json").json()["info"]["title"]
+
+
+def test_lookup_returns_the_published_score_rank_decile_and_reasons(platform):
+    published = _published(platform)
+    top = published.sort_values("rank").index[0]
+    answer = platform.get(f"/v1/use-cases/caravan/customers/{top}", key=platform.lookup_key)
+    assert answer.status_code == 200
+    body = answer.json()
+    row = published.loc[top]
+    assert (body["score"], body["rank"], body["decile"]) == (row["score"], row["rank"], row["decile"])
+    assert body["model_version"] == row["model_version"]
+    assert [r["feature"] for r in body["reasons"]] == [
+        row[f"reason_{i}_feature"] for i in (1, 2, 3) if isinstance(row[f"reason_{i}_feature"], str)
+    ]
+    assert body["reasons"] and body["reasons"][0]["contribution"] == row["reason_1_contribution"]
+    unexplained = published[published["decile"] == 5].index[0]
+    assert platform.get(f"/v1/use-cases/caravan/customers/{unexplained}").json()["reasons"] == []
+
+
+def test_service_score_equals_the_batch_score_for_the_same_record(platform):
+    published = _published(platform)
+    # Customers outside the canary share, so the champion answers (the canary is tested below).
+    customers = [c for c in published.sort_values("rank").index[:40] if canary_bucket("caravan", c) >= CANARY_SHARE]
+    customers = customers[:8]
+    answer = platform.score(_raw_records(platform, customers))
+    assert answer.status_code == 200, answer.text
+    results = {r["customer_id"]: r for r in answer.json()["results"]}
+    assert set(results) == set(customers)
+    for customer in customers:
+        row = published.loc[customer]
+        result = results[customer]
+        assert result["model_version"] == row["model_version"] and result["model_role"] == "champion"
+        assert result["probability"] == pytest.approx(row["score"], rel=1e-12, abs=1e-15)
+        # Same SHAP reasons as the batch path (these are top-decile customers, so the batch explained them).
+        assert [r["feature"] for r in result["reasons"]][:1] == [row["reason_1_feature"]]
+        assert result["reasons"][0]["contribution"] == pytest.approx(row["reason_1_contribution"], rel=1e-12)
+
+
+def test_bad_requests_get_clear_status_codes(platform):
+    customer = _published(platform).index[0]
+    record = _raw_records(platform, [customer])[0]
+    url = platform.service.url
+    lookup = f"/v1/use-cases/caravan/customers/{customer}"
+    assert httpx.get(url + lookup).status_code == 401
+    assert httpx.get(url + lookup, headers={"X-API-Key": "mlk_wrong"}).status_code == 401
+    forbidden = platform.score([record], key=platform.lookup_key)
+    assert forbidden.status_code == 403 and "score" in forbidden.json()["detail"]
+    assert platform.get("/v1/use-cases/caravan/customers/CV9999999").status_code == 404
+    assert platform.get(f"/v1/use-cases/no_such_case/customers/{customer}").status_code == 404
+    bad_id = platform.get("/v1/use-cases/caravan/customers/x';drop table customer_scores;--")
+    assert bad_id.status_code == 422 and bad_id.json()["detail"][0]["field"] == "customer_id"
+
+    def problems(records) -> list[dict]:
+        answer = platform.score(records)
+        assert answer.status_code == 422, answer.text
+        return answer.json()["detail"]
+
+    assert problems([{**record, "MOSTYPE": "abc"}]) == [
+        {"field": "records[0].MOSTYPE", "rule": "'abc' is not a whole number"}
+    ]
+    assert problems([record, {**record, "MOSTYPE": "99"}]) == [
+        {"field": "records[0].customer_id", "rule": "duplicate customer id, superseded by row 2"},
+        {"field": "records[1].MOSTYPE", "rule": "99 is outside 1..41"},
+    ]
+    assert problems([{**record, "customer_id": "NEW1", "MOSTYPE": " 3x"}])[0]["field"] == "records[0].MOSTYPE"
+    assert problems([{**record, "MGEMLEEF": None}]) == [{"field": "records[0].MGEMLEEF", "rule": "missing"}]
+    unknown = problems([{**record, "MOSTYPEE": "3"}])
+    assert unknown == [{"field": "records[0].MOSTYPEE", "rule": "unknown field: not a column of the export"}]
+    missing = dict(record)
+    del missing["PPERSAUT"]
+    assert problems([missing])[0]["field"] == "records[0].PPERSAUT"
+    assert problems([])[0]["field"] == "records"
+    assert problems([{**record, "MOSTYPE": [1, 2]}])[0]["field"].startswith("records[0].MOSTYPE")
+    not_json = httpx.post(url + "/v1/use-cases/caravan/score", content=b"{", headers={"X-API-Key": platform.full_key})
+    assert not_json.status_code == 422
+    too_many = platform.score([{**record, "customer_id": f"N{i}"} for i in range(51)])
+    assert too_many.status_code == 413 and "at most 50" in too_many.json()["detail"]
+    huge = httpx.post(
+        url + "/v1/use-cases/caravan/score",
+        content=b'{"records": [' + b" " * 300_000 + b"]}",
+        headers={"X-API-Key": platform.full_key, "Content-Type": "application/json"},
+    )
+    assert huge.status_code == 413
+    # A new customer, never in a batch, is scored too.
+    assert platform.score([{**record, "customer_id": "NEW-1"}]).json()["results"][0]["customer_id"] == "NEW-1"
+
+
+def test_every_request_is_recorded_with_caller_latency_and_versions(platform):
+    lines = [
+        json.loads(line)
+        for path in requests_dir(platform.harness.settings.home, "caravan").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    by_status = {}
+    for line in lines:
+        by_status.setdefault(line["status"], []).append(line)
+    assert {200, 401, 403, 404, 413, 422} <= set(by_status)
+    scored = [line for line in by_status[200] if line["endpoint"] == "score"]
+    assert scored and all(line["caller"] == "crm" and line["latency_ms"] > 0 for line in scored)
+    first = scored[0]["records"][0]
+    assert first["features"]["customer_subtype"] is not None and first["champion"]["model_version"]
+    assert scored[0]["inputs"][0]["MOSTYPE"] is not None
+    metrics = httpx.get(platform.service.url + "/metrics").text
+    assert 'mlops_serving_requests_total{endpoint="score",status="200"}' in metrics
+    assert 'mlops_serving_request_seconds_bucket{endpoint="lookup"' in metrics
+    assert 'mlops_serving_errors_total{endpoint="score",status="422"}' in metrics
+    champion = read_manifest(platform.harness.settings.published_dir, "caravan")["champion"]["model_version"]
+    assert f'mlops_serving_model_info{{model_version="{champion}",role="champion",use_case="caravan"}} 1.0' in metrics
+
+
+def _wait_for(condition, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met within the timeout")
+
+
+def test_pending_model_scores_in_shadow_and_answers_a_sticky_canary_share(platform):
+    result = platform.harness.run("caravan_retrain", PENDING_MODEL)
+    assert result.success
+    manifest = read_manifest(platform.harness.settings.published_dir, "caravan")
+    assert len(manifest["shadows"]) == 1 and manifest["shadows"][0]["status"] == "pending_approval"
+    pending = manifest["shadows"][0]["model_version"]
+    champion = manifest["champion"]["model_version"]
+    _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["shadow_versions"] == [pending])
+
+    customers = list(_published(platform).index[:60])
+    records = _raw_records(platform, customers)
+    first = {r["customer_id"]: r for r in platform.score(records[:30]).json()["results"]}
+    first.update({r["customer_id"]: r for r in platform.score(records[30:]).json()["results"]})
+    again = {r["customer_id"]: r for r in platform.score(records[30:]).json()["results"]}
+    again.update({r["customer_id"]: r for r in platform.score(records[:30]).json()["results"]})
+    canary = {c for c in customers if canary_bucket("caravan", c) < CANARY_SHARE}
+    assert 0 < len(canary) < len(customers)
+    for customer in customers:
+        expected = pending if customer in canary else champion
+        assert first[customer]["model_version"] == again[customer]["model_version"] == expected
+        assert first[customer]["probability"] == again[customer]["probability"]
+        assert first[customer]["model_role"] == ("canary" if customer in canary else "champion")
+
+    # Both models scored every record; the records carry both scores, and the assets compare them.
+    run = platform.harness.run("caravan_served_traffic")
+    assert run.success
+    (drift_check,) = run.get_asset_check_evaluations()
+    assert drift_check.check_name == "served_feature_drift"
+    # The records served here are the top of the ranking, not the population the model was trained on:
+    # the check sees it (it judges once 50+ records were served).
+    assert not drift_check.passed and "drifted feature(s) in" in drift_check.description
+    assert drift_check.metadata["served_records"].value >= 2 * len(customers)
+    with duckdb.connect(str(platform.harness.settings.duckdb_path), read_only=True) as connection:
+        shadowed = connection.execute(
+            "select count(*) from caravan.served_scores where shadows like ?", [f"%{pending}%"]
+        ).fetchone()[0]
+        comparison = connection.execute("select * from caravan.shadow_comparison").fetchdf()
+        requests = connection.execute("select count(*), count(distinct status) from caravan.served_requests").fetchone()
+    assert shadowed >= 2 * len(customers)
+    assert comparison[["champion_version", "shadow_version"]].values.tolist() == [[champion, pending]]
+    assert comparison["records"].iloc[0] == shadowed and 0 < comparison["correlation"].iloc[0] <= 1
+    assert requests[0] > 20 and requests[1] >= 5
+    # A second run takes only what was logged since (byte offsets).
+    assert platform.harness.run("caravan_served_traffic").success
+    with duckdb.connect(str(platform.harness.settings.duckdb_path), read_only=True) as connection:
+        assert connection.execute("select count(*) from caravan.served_requests").fetchone()[0] == requests[0] + 0
+
+
+def _client_loop(platform, customers, records, stop, answers, errors):
+    """Alternate lookups and scores until stopped; keep every answer."""
+    with httpx.Client(headers={"X-API-Key": platform.full_key}, timeout=30) as client:
+        i = 0
+        while not stop.is_set():
+            customer = customers[i % len(customers)]
+            try:
+                if i % 2:
+                    response = client.get(f"{platform.service.url}/v1/use-cases/caravan/customers/{customer}")
+                else:
+                    response = client.post(
+                        f"{platform.service.url}/v1/use-cases/caravan/score", json={"records": [records[customer]]}
+                    )
+                if response.status_code != 200:
+                    errors.append((response.status_code, response.text))
+                else:
+                    answers.append(("lookup" if i % 2 else "score", customer, response.json()))
+            except httpx.HTTPError as error:
+                errors.append(("transport", repr(error)))
+            i += 1
+
+
+def test_approval_swaps_scores_and_model_under_load_without_a_failed_or_mixed_answer(platform):
+    manifest = read_manifest(platform.harness.settings.published_dir, "caravan")
+    old, new = manifest["champion"]["model_version"], manifest["shadows"][0]["model_version"]
+    old_scores = _published(platform)["score"]
+    customers = [c for c in old_scores.index[:200] if canary_bucket("caravan", c) >= CANARY_SHARE][:20]
+    records = {r["customer_id"]: r for r in _raw_records(platform, customers)}
+    stop, answers, errors = threading.Event(), [], []
+    loop = threading.Thread(target=_client_loop, args=(platform, customers, records, stop, answers, errors))
+    loop.start()
+    try:
+        time.sleep(1)
+        config = {"action": "approve", "model_version": new, "actor": "Ada Risk", "comment": "shadow looked fine"}
+        result = platform.harness.run(
+            "caravan_model_approval", {"ops": {"caravan__champion_model": {"config": config}}}
+        )
+        assert result.success
+        swapped = _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["champion_version"] == new)
+        assert swapped
+        time.sleep(1)
+    finally:
+        stop.set()
+        loop.join()
+    new_scores = _published(platform)["score"]
+    assert errors == []
+    expected = {old: old_scores, new: new_scores}
+    versions_seen = set()
+    for kind, customer, body in answers:
+        if kind == "lookup":
+            version, value = body["model_version"], body["score"]
+        else:
+            (only,) = body["results"]
+            version, value = only["model_version"], only["probability"]
+        versions_seen.add((kind, version))
+        # Each answer is one complete version: the score is that version's score for the customer.
+        assert value == pytest.approx(expected[version][customer], rel=1e-12), (kind, version, customer)
+    assert {("lookup", old), ("lookup", new), ("score", old), ("score", new)} <= versions_seen
+    assert platform.get("/v1/use-cases").json()[0]["shadow_versions"] == []
+
+
+def test_tampered_artefact_is_refused_with_an_alert_and_the_champion_keeps_serving(platform):
+    published_dir = platform.harness.settings.published_dir
+    manifest = read_manifest(published_dir, "caravan")
+    champion = manifest["champion"]["model_version"]
+    former = next(
+        path.name.removesuffix(".lgb.txt")
+        for path in models_dir(published_dir, "caravan").glob("*.lgb.txt")
+        if not path.name.startswith(champion)
+    )
+    folder = models_dir(published_dir, "caravan")
+    text_path = folder / f"{former}.lgb.txt"
+    text_path.write_text(text_path.read_text().replace("leaf_value=", "leaf_value=1", 1))
+    with pytest.raises(Exception, match="checksum mismatch"):
+        load_served_model(
+            folder,
+            {
+                "model_version": former,
+                "sha256": json.loads((folder / f"{former}.json").read_text())["sha256"],
+                "status": "champion",
+            },
+        )
+    # A publication naming the tampered model as champion (as a rollback would).
+    record = json.loads((folder / f"{former}.json").read_text())
+    tampered = {**manifest, "champion": {"model_version": former, "sha256": record["sha256"], "status": "champion"}}
+    (folder / "serving.json").write_text(json.dumps(tampered))
+    refused = _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["refused_models"])
+    assert former in refused and "checksum mismatch" in refused[former]
+    assert platform.get("/v1/use-cases").json()[0]["champion_version"] == champion
+    customer = _published(platform).index[0]
+    scored = platform.score(_raw_records(platform, [customer])).json()["results"][0]
+    assert scored["model_version"] == champion
+    alerts = [json.loads(line) for line in alerts_path(platform.harness.settings.home).read_text().splitlines()]
+    assert any(a["kind"] == "artefact_refused" and former in a["message"] for a in alerts)
+    # The pipeline's rollback re-exports the former champion from the registry (the checksum there is
+    # the truth), and the service swaps to it.
+    config = {"action": "rollback", "model_version": former, "actor": "Ada Risk", "comment": "incident 42"}
+    result = platform.harness.run("caravan_model_rollback", {"ops": {"caravan__champion_model": {"config": config}}})
+    assert result.success
+    _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["champion_version"] == former)
+    assert platform.get("/v1/use-cases").json()[0]["refused_models"] == {}
+    # The alert reaches the warehouse with the next served-traffic run.
+    assert platform.harness.run("caravan_served_traffic").success
+    with duckdb.connect(str(platform.harness.settings.duckdb_path), read_only=True) as connection:
+        kinds = [row[0] for row in connection.execute("select kind from caravan.alerts").fetchall()]
+    assert "artefact_refused" in kinds
+
+
+def test_graceful_shutdown_exits_cleanly_with_every_request_on_disk(platform):
+    assert platform.service.stop() == 0
+    for path in requests_dir(platform.harness.settings.home, "caravan").glob("*.jsonl"):
+        text = path.read_text()
+        assert text.endswith("\n")
+        assert all(json.loads(line)["request_id"] for line in text.splitlines())
+
+
+def test_api_keys_are_stored_hashed_and_bad_configuration_is_refused(tmp_path):
+    key = new_api_key()
+    config = ServingConfig.load(None, {"MLOPS_API_KEYS": f"crm:{hash_api_key(key)}:lookup+score"})
+    assert config.caller_for(key).name == "crm" and config.caller_for(key + "x") is None
+    assert key not in config.model_dump_json()
+    with pytest.raises(ValueError, match="MLOPS_API_KEYS entry 1"):
+        ServingConfig.load(None, {"MLOPS_API_KEYS": "crm:lookup"})
+    with pytest.raises(ValueError, match="sha256"):
+        ServingConfig.load(None, {"MLOPS_API_KEYS": f"crm:{key}:lookup"})
+    with pytest.raises(ValueError, match="scopes"):
+        ServingConfig.load(None, {"MLOPS_API_KEYS": f"crm:{hash_api_key(key)}:admin"})
+
+
+def test_swiss_bank_records_score_like_the_batch(tmp_path, monkeypatch):
+    """Parquet exports with typed, categorical and boolean columns: the service's feature path and the
+    batch path agree here too."""
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    use_case = get_use_case("swiss_bank")
+    write_parquet(use_case.source_path, 5_000, seed=5)
+    harness = make_harness(tmp_path, use_cases=(use_case,))
+    assert harness.run("swiss_bank_pipeline").success
+    published_dir = harness.settings.published_dir
+    manifest = read_manifest(published_dir, "swiss_bank")
+    model = load_served_model(models_dir(published_dir, "swiss_bank"), manifest["champion"])
+    export = pd.read_parquet(use_case.source_path).head(200)
+    # What a JSON client sends: native numbers (full precision), booleans, text.
+    records = json.loads(
+        json.dumps(
+            [{k: getattr(v, "item", lambda v=v: v)() for k, v in row.items()} for row in export.to_dict("records")]
+        )
+    )
+    features = OnlineFeatures(use_case, compile_feature_sql(use_case)).build(records, pd.Timestamp.now())
+    with duckdb.connect(str(published_dir / "swiss_bank.duckdb"), read_only=True) as connection:
+        batch = connection.execute("select customer_id, score from customer_scores").fetchdf().set_index("customer_id")
+    scores = score_with(model, features)
+    ids = [str(customer_id) for customer_id in export["customer_id"]]  # the mart holds ids as text
+    assert list(features["customer_id"]) == ids
+    assert scores == pytest.approx(batch.loc[ids, "score"].to_numpy(), rel=1e-12)
+    with pytest.raises(RecordError, match=r"records\[0\]\.age"):
+        OnlineFeatures(use_case, compile_feature_sql(use_case)).build(
+            [{**records[0], "age": "old"}], pd.Timestamp.now()
+        )
