@@ -16,6 +16,11 @@
     mlops quality-suites                           regenerate the Great Expectations suites
     mlops serve [--host 127.0.0.1] [--port 8080]   the scoring service (README "Scoring service")
 
+Commands that run a job take --json (summary for scripts), --verbose (Dagster's and dbt's log lines on
+the terminal instead of a log file) and --no-wait (refuse when a run of the use case is in progress).
+Exit status: 0 done; 1 the run failed or did not publish although it should have; 2 refused (busy);
+3 done, but checks failed (listed in the summary).
+
 Decisions run the same Dagster jobs as the UI (recorded in the Dagster instance of DAGSTER_HOME, by
 default dagster_home/), so scores are re-published with the new champion straight away.
 """
@@ -40,24 +45,33 @@ def _instance():
     return dg.DagsterInstance.get()
 
 
-def _root_message(error) -> str:
-    while error is not None and error.cause is not None:
-        error = error.cause
-    return error.message.strip() if error is not None else "failed"
-
-
 def failure_lines(result) -> list[str]:
     """What went wrong in a run: each failed step's underlying error and each failed check."""
-    lines = []
-    for event in result.all_events:
-        if event.is_step_failure:
-            lines.append(f"step {event.step_key}: {_root_message(event.step_failure_data.error)}")
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
-            evaluation = event.asset_check_evaluation_data
-            if not evaluation.passed:
-                key = evaluation.asset_key.to_user_string()
-                lines.append(f"check {key}:{evaluation.check_name}: {evaluation.description}")
-    return lines
+    from mlops_assets.run_console import RunSummary, collect_events
+
+    summary = RunSummary("", "", "", None, result.success, False)
+    collect_events(summary, result.all_events)
+    return [
+        *(f"step {line}" for line in summary.failed_steps),
+        *(f"check {line}" for line in summary.failed_checks_blocking + summary.failed_checks_other),
+    ]
+
+
+def _wait_for_daemon_runs(instance, use_case: str, wait: bool, say) -> None:
+    """Runs of the use case launched by the daemon (sensors, schedules, UI) finish first."""
+    from mlops_assets.run_guard import UseCaseBusyError, active_runs_of_use_case, recover_abandoned_runs
+
+    announced = False
+    while runs := active_runs_of_use_case(instance, use_case):
+        run = runs[0]
+        text = f"run {run.run_id} ({run.job_name}, {run.status.value}) of use case {use_case} is in progress"
+        if not wait:
+            raise UseCaseBusyError(text)
+        if not announced:
+            say(f"Waiting: {text}. Ctrl-C to give up.")
+            announced = True
+        time.sleep(2)
+        recover_abandoned_runs(instance)
 
 
 def _definitions_for_job(job_name: str):
@@ -85,39 +99,88 @@ def _definitions_for_job(job_name: str):
     return definitions
 
 
-def _execute(job_name: str, run_config: dict, tags: dict | None = None):
-    job = _definitions_for_job(job_name).resolve_job_def(job_name)
-    result = job.execute_in_process(
-        instance=_instance(), run_config={**QUIET_LOGS, **run_config}, tags=tags, raise_on_error=False
-    )
-    if not result.success:
-        print(f"\nRun {result.run_id} failed.", file=sys.stderr)
-        for line in failure_lines(result):
-            print(f"  {line}", file=sys.stderr)
-        print("The last published scores, if any, were left untouched.", file=sys.stderr)
-    return result
+def _execute(args: argparse.Namespace, job_name: str, run_config: dict, tags: dict | None = None) -> int:
+    """Run a job in this process: one run of the use case at a time, abandoned runs recovered first,
+    progress per step, Dagster's and dbt's lines in a log file, and a summary of what happened."""
+    import socket
+    import uuid
+    from datetime import UTC, datetime
 
-
-def _published_summary(use_case_name: str, run_id: str) -> str:
-    from mlops_assets.defs.scoring import MARKETING_QUERY
+    from mlops_assets.run_console import EXIT_BUSY, Progress, RunSummary, collect_events, finish_summary, output_to_log
+    from mlops_assets.run_guard import HOST_TAG, UseCaseBusyError, recover_abandoned_runs, use_case_lock
     from mlops_assets.settings import Settings
 
+    started = time.perf_counter()
     settings = Settings.from_env()
-    published = settings.published_dir / f"{use_case_name}.duckdb"
-    duckdb_cli = Path(sys.executable).with_name("duckdb")
-    return f"""
-Run {run_id} succeeded.
-  Warehouse (DuckDB):   {settings.duckdb_path}
-  Score table:          {use_case_name}.customer_scores in the warehouse
-  Published for marketing (safe to read while pipelines run):
-                        {published}  (table customer_scores, model info in table publication)
-  Try:
-    {duckdb_cli} -readonly {published} "{MARKETING_QUERY} LIMIT 20"
-"""
+    use_case = args.use_case
+    log_path = (
+        None
+        if args.verbose
+        else settings.home / "logs" / f"{args.command}-{use_case}-{datetime.now(UTC):%Y%m%dT%H%M%S}.log"
+    )
+    print(
+        f"mlops {args.command} ({use_case}): starting"
+        + (f"; Dagster and dbt log lines go to {log_path}" if log_path else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+    summary = RunSummary(
+        command=args.command,
+        use_case=use_case,
+        job=job_name,
+        run_id=None,
+        succeeded=False,
+        expects_publication=args.command != "reject",
+        log_file=str(log_path) if log_path else None,
+    )
+    try:
+        with (
+            use_case_lock(
+                settings.home / "locks",
+                use_case,
+                wait=not args.no_wait,
+                on_wait=lambda text: print(text, file=sys.stderr, flush=True),
+            ),
+            output_to_log(log_path) as (_, terminal),
+        ):
+            progress = Progress(None, "", terminal, started)
+            instance = _instance()
+            summary.recovered_runs = recover_abandoned_runs(instance)
+            for line in summary.recovered_runs:
+                progress.line(f"recovered: {line}")
+            _wait_for_daemon_runs(instance, use_case, not args.no_wait, progress.line)
+            progress.line("loading the pipeline definitions")
+            job = _definitions_for_job(job_name).resolve_job_def(job_name)
+            summary.run_id = str(uuid.uuid4())
+            progress.line(f"run {summary.run_id} of {job_name} started")
+            with Progress(instance, summary.run_id, terminal, started):
+                result = job.execute_in_process(
+                    instance=instance,
+                    run_config={**QUIET_LOGS, **run_config},
+                    tags={**(tags or {}), HOST_TAG: socket.gethostname()},
+                    run_id=summary.run_id,
+                    raise_on_error=False,
+                )
+    except UseCaseBusyError as error:
+        print(f"Refused: {error}. Run again without --no-wait to queue behind it.", file=sys.stderr)
+        return EXIT_BUSY
+    summary.succeeded = result.success
+    collect_events(summary, result.all_events)
+    finish_summary(summary, settings.published_dir / f"{use_case}.duckdb", settings.duckdb_path)
+    print(summary.to_json() if args.json else summary.to_text())
+    if not args.json and summary.published:
+        duckdb_cli = Path(sys.executable).with_name("duckdb")
+        print(f'  Try: {duckdb_cli} -readonly {summary.published_file} "{MARKETING_QUERY} LIMIT 20"')
+    return summary.exit_code()
+
+
+# What marketing typically asks the published file (kept here so the CLI need not import the assets).
+MARKETING_QUERY = (
+    "SELECT customer_id, score, rank, decile, model_version FROM customer_scores WHERE decile = 1 ORDER BY rank"
+)
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
-    from mlops_assets.defs.jobs import pipeline_job_name
     from mlops_assets.use_cases import get_use_case
 
     use_case = get_use_case(args.use_case)
@@ -127,11 +190,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         if args.format:
             ingestion_config["source_format"] = args.format
         run_config["ops"] = {f"{use_case.name}__raw_customers": {"config": ingestion_config}}
-    result = _execute(pipeline_job_name(use_case), run_config)
-    if not result.success:
-        return 1
-    print(_published_summary(use_case.name, result.run_id))
-    return 0
+    return _execute(args, f"{use_case.name}_pipeline", run_config)
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -175,11 +234,7 @@ def run_batch(args: argparse.Namespace) -> int:
         f"{use_case.name}__raw_customers": {"config": raw_config},
         f"{use_case.name}__raw_outcomes": {"config": outcomes},
     }
-    result = _execute(batch_job_name(use_case), {"ops": ops}, trigger_tags("manual", {"command": "mlops batch"}))
-    if not result.success:
-        return 1
-    print(_published_summary(use_case.name, result.run_id))
-    return 0
+    return _execute(args, batch_job_name(use_case), {"ops": ops}, trigger_tags("manual", {"command": "mlops batch"}))
 
 
 def retrain(args: argparse.Namespace) -> int:
@@ -187,11 +242,7 @@ def retrain(args: argparse.Namespace) -> int:
     from mlops_assets.use_cases import get_use_case
 
     use_case = get_use_case(args.use_case)
-    result = _execute(retrain_job_name(use_case), {}, trigger_tags("manual", {"reason": args.reason}))
-    if not result.success:
-        return 1
-    print(_published_summary(use_case.name, result.run_id))
-    return 0
+    return _execute(args, retrain_job_name(use_case), {}, trigger_tags("manual", {"reason": args.reason}))
 
 
 def generate_synthetic(args: argparse.Namespace) -> int:
@@ -213,13 +264,10 @@ def decide_on_model(args: argparse.Namespace) -> int:
     actor = args.approver if args.command == "approve" else args.reviewer if args.command == "reject" else args.actor
     config = {"action": args.command, "model_version": args.version, "actor": actor, "comment": args.comment}
     job_name = rollback_job_name(use_case) if args.command == "rollback" else approval_job_name(use_case)
-    result = _execute(job_name, {"ops": {f"{use_case.name}__champion_model": {"config": config}}})
-    if not result.success:
-        return 1
-    print(f"{args.command}: {args.version} by {actor} recorded.")
-    if args.command != "reject":
-        print(_published_summary(use_case.name, result.run_id))
-    return 0
+    code = _execute(args, job_name, {"ops": {f"{use_case.name}__champion_model": {"config": config}}})
+    if code == 0 and not args.json:
+        print(f"{args.command}: {args.version} by {actor} recorded.")
+    return code
 
 
 def _read_only_warehouse():
@@ -242,11 +290,31 @@ def list_models(args: argparse.Namespace) -> int:
 
 
 def show_model_card(args: argparse.Namespace) -> int:
-    from mlops_assets.lifecycle import model_card
-    from mlops_assets.use_cases import get_use_case
+    """The card as last rendered (on every status change) from the registry; rendered now if none is."""
+    import duckdb
+
+    from mlops_assets.warehouse import table_exists
 
     with _read_only_warehouse() as connection:
-        print(model_card(connection, get_use_case(args.use_case), args.version))
+        card = None
+        if table_exists(connection, args.use_case, "model_cards"):
+            rows = connection.execute(
+                f"""select card_markdown from {args.use_case}.model_cards where model_version = ?
+                    order by created_at desc limit 1""",
+                [args.version],
+            ).fetchall()
+            card = rows[0][0] if rows else None
+        if card is None:
+            from mlops_assets.lifecycle import model_card
+            from mlops_assets.registry import RegistryError
+            from mlops_assets.use_cases import get_use_case
+
+            try:
+                card = model_card(connection, get_use_case(args.use_case), args.version)
+            except (RegistryError, duckdb.Error) as error:
+                print(f"No model {args.version} in use case {args.use_case}: {error}", file=sys.stderr)
+                return 1
+    print(card)
     return 0
 
 
@@ -308,11 +376,7 @@ def review_batch(args: argparse.Namespace) -> int:
         f"{use_case.name}__raw_outcomes": {"config": {"outcomes_path": ""}},
     }
     tags = trigger_tags("manual", {"command": "mlops review accept", "load_id": args.load})
-    result = _execute(batch_job_name(use_case), {"ops": ops}, tags)
-    if not result.success:
-        return 1
-    print(_published_summary(use_case.name, result.run_id))
-    return 0
+    return _execute(args, batch_job_name(use_case), {"ops": ops}, tags)
 
 
 def generate_quality_suites(args: argparse.Namespace) -> int:
@@ -343,13 +407,19 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+    def command(name: str, handler, help_text: str, runs_a_job: bool = False) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text)
         sub.add_argument("--use-case", default="caravan")
         sub.set_defaults(handler=handler)
+        if runs_a_job:
+            sub.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
+            sub.add_argument("--verbose", action="store_true", help="Dagster's and dbt's log lines on the terminal")
+            sub.add_argument(
+                "--no-wait", action="store_true", help="refuse (exit 2) if a run of the use case is in progress"
+            )
         return sub
 
-    run = command("run", run_pipeline, "materialize a use case end to end and publish its scores")
+    run = command("run", run_pipeline, "materialize a use case end to end and publish its scores", True)
     run.add_argument("--source", help="load this CSV or Parquet export instead of the use case's default")
     run.add_argument("--format", choices=["csv", "parquet"], help="format of --source")
     command("models", list_models, "list every model with its status, metrics and latest decision")
@@ -373,13 +443,13 @@ def main(argv: list[str] | None = None) -> int:
     synthetic.add_argument("--seed", type=int, default=0)
     synthetic.add_argument("--persona-shift", type=float, default=0.0, help="0 = old buyer persona, 1 = new")
     synthetic.add_argument("--out", help="default: the swiss_bank use case's source path")
-    batch_command = command("batch", run_batch, "load a batch export (and outcomes), check, score, publish")
+    batch_command = command("batch", run_batch, "load a batch export (and outcomes), check, score, publish", True)
     batch_command.add_argument("--customers", required=True, help="the batch's customer export")
     batch_command.add_argument("--outcomes", help="an outcome file to load with it")
-    retrain_command = command("retrain", retrain, "retrain, validate against the champion, decide, re-score")
+    retrain_command = command("retrain", retrain, "retrain, validate against the champion, decide, re-score", True)
     retrain_command.add_argument("--reason", default="requested from the command line")
     for name, person in (("approve", "approver"), ("reject", "reviewer"), ("rollback", "actor")):
-        sub = command(name, decide_on_model, f"{name} a model (recorded with who and why)")
+        sub = command(name, decide_on_model, f"{name} a model (recorded with who and why)", True)
         sub.add_argument("--version", required=True, help="model version")
         sub.add_argument(f"--{person}", required=True, help="your name, recorded in the audit trail")
         sub.add_argument("--comment", default="", help="why, recorded in the audit trail")
@@ -388,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     audit_command = command("audit", audit, "every score published for a customer, with the full chain")
     audit_command.add_argument("--customer", required=True)
     audit_command.add_argument("--date", help="only scores published on this date (YYYY-MM-DD)")
-    review = command("review", review_batch, "accept or reject a batch held by the drift policy `review`")
+    review = command("review", review_batch, "accept or reject a batch held by the drift policy `review`", True)
     review.add_argument("action", choices=["accept", "reject"])
     review.add_argument("--load", required=True, help="the held load id (see the batch_held alert)")
     review.add_argument("--by", required=True, help="your name, recorded in batch_reviews")

@@ -34,7 +34,7 @@ from mlops_assets.defs.training import build_training_assets
 from mlops_assets.defs.triggers import retrain_trigger_checks
 from mlops_assets.settings import Settings
 from mlops_assets.use_cases import UseCase, all_use_cases
-from sensors import build_incoming_files_sensor, build_retraining_sensor
+from sensors import build_incoming_files_sensor, build_retraining_sensor, build_run_recovery_sensor
 
 
 def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase, ...] | None = None) -> dg.Definitions:
@@ -81,6 +81,7 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
                 use_case.monitoring.retrain_cooldown_minutes,
             ),
         ]
+    sensors.append(build_run_recovery_sensor())  # one for the instance, whatever the use cases
     return dg.Definitions(
         assets=assets,
         asset_checks=checks,

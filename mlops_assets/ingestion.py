@@ -7,7 +7,9 @@ and leaves the previous raw table untouched.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gzip
 import hashlib
 import re
 from dataclasses import dataclass
@@ -29,6 +31,12 @@ QUARANTINE_COLUMNS = """
     load_id varchar, source_file varchar, source_row bigint, customer_id varchar, column_name varchar,
     raw_value varchar, reason varchar, quarantined_at timestamp
 """
+# The ledger of ingested files, one per use case (`<schema>.ingested_files`): every file accepted,
+# by content hash. Ingestion consults it whatever started the run (CLI, sensor, UI), so the same
+# customers or outcomes file is never loaded twice.
+LEDGER_COLUMNS = """
+    kind varchar, sha256 varchar, source_file varchar, load_id varchar, row_count bigint, loaded_at timestamp
+"""
 _DELIMITER_CANDIDATES = (";", "\t", "|", ",")
 
 
@@ -49,6 +57,24 @@ class SourceLoad:
     outlier_rows: int
     quarantine_summary: str
     loaded_at: datetime
+    skipped: bool = False
+    message: str = ""
+
+
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+def is_gzip(path: Path) -> bool:
+    """Gzip-compressed, whatever the file is called (spreadsheet tools and mail gateways rename)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
+
+def open_text(path: Path, errors: str = "strict"):
+    """A CSV export opened as text: gunzipped if compressed, a UTF-8 byte-order mark dropped."""
+    if is_gzip(path):
+        return gzip.open(path, "rt", newline="", encoding="utf-8-sig", errors=errors)
+    return open(path, newline="", encoding="utf-8-sig", errors=errors)
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -62,13 +88,16 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
 def export_ingestion_config(path: Path) -> dict:
     """Ingestion config for a batch export: its path, format, and its `customer_id` column if it has one."""
     path = Path(path)
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
 
-        columns = pq.read_schema(path).names
-    else:
-        with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-            columns = next(csv.reader(handle), [])
+            columns = pq.read_schema(path).names
+        else:
+            with open_text(path, errors="replace") as handle:
+                columns = next(csv.reader(handle), [])
+    except Exception:  # unreadable: the load itself reports what is wrong, naming the file
+        columns = []
     return {
         "source_path": str(path),
         "source_format": "parquet" if path.suffix == ".parquet" else "csv",
@@ -78,6 +107,13 @@ def export_ingestion_config(path: Path) -> dict:
 
 def _checked_file_sha256(path: Path) -> str:
     """The file's sha256, after checking it exists, is a file and is not empty."""
+    if path.is_symlink():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError as error:
+            raise SourceDataError(f"{path}: the path is a symbolic link loop ({error})") from error
+        except OSError:
+            raise SourceDataError(f"{path}: a symbolic link to a file that does not exist") from None
     if not path.exists():
         raise SourceDataError(f"{path}: source file not found")
     if not path.is_file():
@@ -90,6 +126,41 @@ def _checked_file_sha256(path: Path) -> str:
         raise SourceDataError(f"{path}: source file cannot be read: {error}") from error
 
 
+def ensure_ledger(connection: duckdb.DuckDBPyConnection, schema: str) -> None:
+    connection.execute(f"create schema if not exists {schema}")
+    connection.execute(f"create table if not exists {schema}.ingested_files ({LEDGER_COLUMNS})")
+
+
+def previous_ingestion(connection: duckdb.DuckDBPyConnection, schema: str, kind: str, sha256: str) -> dict | None:
+    """The ledger entry of a file with this content already ingested as `kind`, or None."""
+    if not table_exists(connection, schema, "ingested_files"):
+        return None
+    rows = connection.execute(
+        f"""select load_id, source_file, row_count, loaded_at from {schema}.ingested_files
+            where kind = ? and sha256 = ? order by loaded_at limit 1""",
+        [kind, sha256],
+    ).fetchall()
+    if not rows:
+        return None
+    load_id, source_file, row_count, loaded_at = rows[0]
+    return {"load_id": load_id, "source_file": source_file, "row_count": row_count, "loaded_at": loaded_at}
+
+
+def _skip_message(path: Path, kind: str, previous: dict) -> str:
+    return (
+        f"{path}: this {kind} file was already loaded (same content, sha256) as {previous['load_id']} "
+        f"from {previous['source_file']} at {previous['loaded_at']:%Y-%m-%d %H:%M}; skipped, nothing changed"
+    )
+
+
+def _record_ingestion(connection, schema, kind, sha256, path, load_id, row_count, loaded_at) -> None:
+    ensure_ledger(connection, schema)
+    connection.execute(
+        f"insert into {schema}.ingested_files values (?, ?, ?, ?, ?, ?)",
+        [kind, sha256, str(path), load_id, row_count, loaded_at],
+    )
+
+
 def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -100,10 +171,14 @@ def sql_literal(value: str) -> str:
 
 def read_csv_header(path: Path, delimiter: str) -> list[str]:
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open_text(path) as handle:
             header = next(csv.reader(handle, delimiter=delimiter), None)
     except UnicodeDecodeError as error:
-        raise SourceDataError(f"{path}: line 1 (header) is not valid UTF-8: {error.reason}") from error
+        raise SourceDataError(
+            f"{path}: line 1 (header) is not valid UTF-8 ({error.reason}): not a CSV text export?"
+        ) from error
+    except (OSError, EOFError, csv.Error) as error:  # e.g. a truncated gzip file, a NUL byte
+        raise SourceDataError(f"{path}: line 1 (header) cannot be read: {error}") from error
     if not header:
         raise SourceDataError(f"{path}: the file has no header line")
     return [name.strip() for name in header]
@@ -158,7 +233,8 @@ def _read_source(
         relation = (
             f"read_csv({literal}, header = true, delim = {sql_literal(delimiter)}, quote = '\"', "
             f"escape = '\"', columns = {columns}, auto_detect = false, strict_mode = true, "
-            "null_padding = false, encoding = 'utf-8')"
+            "null_padding = false, encoding = 'utf-8', "
+            f"compression = '{'gzip' if is_gzip(path) else 'none'}')"
         )
         try:
             connection.execute(f"create or replace temp table _source as select * from {relation}")
@@ -176,6 +252,32 @@ def _read_source(
     raise SourceDataError(f"{path}: unsupported source format {source_format!r} (use csv or parquet)")
 
 
+def _reject_repeated_rows(
+    connection: duckdb.DuckDBPyConnection, path: Path, columns: list[str], row_count: int, limit: float
+) -> None:
+    """Reject an export without ids in which too many rows repeat an earlier row in every column.
+
+    Without ids, identical rows cannot be told apart: a few are plausible (the bundled Caravan data
+    repeats 10% of its rows: coarse categorical attributes), but an export that repeats a large share
+    is broken (appended twice, a join fan-out), and its copies would land on both sides of a model's
+    train/test split and inflate its test metrics.
+    """
+    partition = ", ".join(quote_identifier(c) for c in columns)
+    repeated, example_row, example_original = connection.execute(
+        f"""select count(*), min(source_row), arg_min(first_row, source_row) from (
+                select source_row, first_value(source_row) over (partition by {partition} order by source_row)
+                       as first_row
+                from _identified)
+            where source_row <> first_row"""
+    ).fetchall()[0]
+    if repeated / row_count > limit:
+        raise SourceDataError(
+            f"{path}: {repeated} of {row_count} rows ({repeated / row_count:.0%}) repeat an earlier row exactly "
+            f"(first: data row {example_row} repeats data row {example_original}), above the limit of {limit:.0%} "
+            "for an export without a customer id column: was the export appended twice?"
+        )
+
+
 def load_source(
     connection: duckdb.DuckDBPyConnection,
     *,
@@ -188,6 +290,7 @@ def load_source(
     id_column: str | None = None,
     id_prefix: str = "C",
     max_quarantine_share: float = 0.05,
+    max_exact_duplicate_share: float = 0.25,
 ) -> SourceLoad:
     """Replace `table` with the export at `path`, or raise SourceDataError and leave it as it was.
 
@@ -197,14 +300,18 @@ def load_source(
     `<schema>.quarantined_customers` and marked in the raw table's `_quarantine_reason`; staging
     leaves them out. If more than `max_quarantine_share` of the rows are unusable, the load is
     rejected: the problems are recorded, the raw table is not replaced. Every attempt is logged in
-    `<schema>.raw_customer_loads`.
+    `<schema>.raw_customer_loads`. An export without ids whose share of rows repeating an earlier row
+    exactly exceeds `max_exact_duplicate_share` is rejected (see _reject_repeated_rows).
     """
     path = Path(path)
     schema = table.split(".")[0]
     sha256 = _checked_file_sha256(path)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    previous = previous_ingestion(connection, schema, "customers", sha256)
+    if previous is not None:
+        return _skipped_load(connection, schema, path, source_format, sha256, load_id, loaded_at, previous)
 
     required = [r.column for r in rules if r.required] + ([id_column] if id_column else [])
-    loaded_at = datetime.now(UTC).replace(tzinfo=None)
     columns = _read_source(connection, path, source_format, delimiter, required)
     # Optional columns may be left out (e.g. the target of a batch whose outcomes come later).
     for rule in rules:
@@ -236,6 +343,8 @@ def load_source(
                 f"{path}: column {id_column}: {missing_ids[1]} row(s) without a customer id "
                 f"(first: data row {missing_ids[0]})"
             )
+    if id_column is None:
+        _reject_repeated_rows(connection, path, columns, row_count, max_exact_duplicate_share)
     find_row_problems(connection, "_identified", rules, deduplicate_ids=id_column is not None)
     problems = connection.execute("select * from _row_problems order by source_row").fetchdf()
     quarantined_rows = int(problems["source_row"].nunique()) if len(problems) else 0
@@ -304,6 +413,8 @@ def load_source(
                 loaded_at,
             ],
         )
+        if not rejected:
+            _record_ingestion(connection, schema, "customers", sha256, path, load_id, row_count, loaded_at)
         connection.execute("commit")
     except BaseException:
         connection.execute("rollback")
@@ -324,6 +435,30 @@ def load_source(
         outlier_rows=outlier_rows,
         quarantine_summary=summary,
         loaded_at=loaded_at,
+    )
+
+
+def _skipped_load(connection, schema, path, source_format, sha256, load_id, loaded_at, previous) -> SourceLoad:
+    """A file already ingested: logged as skipped, the raw table left as it is."""
+    message = _skip_message(path, "customers", previous)
+    connection.execute(
+        f"insert into {schema}.raw_customer_loads values (?, ?, ?, ?, ?, null, 0, 0, 'skipped', ?, ?)",
+        [load_id, str(path), source_format, sha256, previous["row_count"], message, loaded_at],
+    )
+    return SourceLoad(
+        load_id=load_id,
+        source_file=str(path),
+        source_format=source_format,
+        sha256=sha256,
+        row_count=previous["row_count"],
+        columns=[],
+        extra_columns=[],
+        quarantined_rows=0,
+        outlier_rows=0,
+        quarantine_summary="no problems",
+        loaded_at=loaded_at,
+        skipped=True,
+        message=message,
     )
 
 
@@ -361,6 +496,9 @@ class OutcomeLoad:
     buyers: int
     duplicates_superseded: int
     loaded_at: datetime
+    skipped: bool = False
+    message: str = ""
+    repeated_outcomes: int = 0
 
 
 def ensure_outcomes_table(connection: duckdb.DuckDBPyConnection, schema: str, target_column: str) -> None:
@@ -386,9 +524,25 @@ def load_outcomes(
 ) -> OutcomeLoad:
     """Append a campaign-outcome file (customer_id, target) to `<schema>.raw_outcomes`, or raise
     SourceDataError naming the file, row and column and append nothing. Within a file, a customer's
-    last row wins; across files, the latest load wins (see stg_<use case>__outcomes)."""
+    last row wins; across files, the latest load wins (see stg_<use case>__outcomes). A file already
+    ingested (same sha256, see the ledger) is skipped; an outcome already recorded for the customer on
+    the same day with the same value is not appended again."""
     path = Path(path)
     sha256 = _checked_file_sha256(path)
+    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    previous = previous_ingestion(connection, schema, "outcomes", sha256)
+    if previous is not None:
+        return OutcomeLoad(
+            load_id,
+            str(path),
+            sha256,
+            0,
+            0,
+            0,
+            loaded_at,
+            skipped=True,
+            message=_skip_message(path, "outcomes", previous),
+        )
     _read_source(connection, path, source_format, delimiter, ["customer_id", target_column])
     connection.execute(
         f"""create or replace temp table _outcomes as
@@ -416,21 +570,32 @@ def load_outcomes(
             f"{path}: {count} row(s) without a customer id or with an outcome not in {'/'.join(allowed_values)} "
             f"(first: data row {first_row}, column {column}, value {value if customer else None!r})"
         )
-    loaded_at = datetime.now(UTC).replace(tzinfo=None)
     connection.execute("begin transaction")
     try:
         ensure_outcomes_table(connection, schema, target_column)
-        connection.execute(
+        target = quote_identifier(target_column)
+        # A customer's last row in the file; not again if the same outcome was recorded the same day.
+        appended = connection.execute(
             f"""insert into {schema}.raw_outcomes
-                select customer_id, outcome, ?, ?, ?::timestamp, source_row from _outcomes""",
-            [load_id, str(path), loaded_at],
-        )
+                select customer_id, outcome, ?, ?, ?::timestamp, source_row
+                from (select * from _outcomes
+                      qualify row_number() over (partition by customer_id order by source_row desc) = 1) as new
+                where not exists (
+                    select 1 from {schema}.raw_outcomes as old
+                    where old.customer_id = new.customer_id and old.{target} = new.outcome
+                      and cast(old._loaded_at as date) = cast(?::timestamp as date))""",
+            [load_id, str(path), loaded_at, loaded_at],
+        ).fetchall()[0][0]
+        _record_ingestion(connection, schema, "outcomes", sha256, path, load_id, rows, loaded_at)
         connection.execute("commit")
     except BaseException:
-        connection.execute("rollback")
+        with contextlib.suppress(duckdb.Error):
+            connection.execute("rollback")
         raise
     buyers, distinct = connection.execute(
         f"select count(*) filter (where outcome = {sql_literal(allowed_values[0])}), count(distinct customer_id) "
         "from _outcomes"
     ).fetchall()[0]
-    return OutcomeLoad(load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at)
+    return OutcomeLoad(
+        load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at, repeated_outcomes=distinct - appended
+    )

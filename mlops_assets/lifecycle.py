@@ -14,7 +14,7 @@ from mlops_assets.ml.calibration import is_calibrated, reliability_table
 from mlops_assets.ml.datasets import out_of_time_customers
 from mlops_assets.ml.evaluation import classification_metrics, decile_table
 from mlops_assets.ml.fairness import evaluate_fairness, fairness_table
-from mlops_assets.ml.model_card import render_model_card
+from mlops_assets.ml.model_card import fill_limitations, model_facts, render_model_card
 from mlops_assets.ml.promotion import REJECT, Decision, decide, paired_bootstrap
 from mlops_assets.registry import (
     RegistryError,
@@ -366,7 +366,7 @@ def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_v
     report = json.loads(validation["report"]) if validation is not None else {}
     fairness_rows = report.get("fairness_table") or []
     population_rows = report.get("population_fairness_table") or []
-    limitations = list(use_case.known_limitations)
+    limitations = fill_limitations(use_case.known_limitations, model_facts(artifact.metrics, artifact.lineage))
     if population_rows:
         population = pd.DataFrame(population_rows)
         limitations.append(

@@ -10,6 +10,7 @@ the new one, never a lock error or a half-written table; a failed publication le
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -21,32 +22,119 @@ import pandas as pd
 PUBLISHED_STORAGE_VERSION = "v1.0.0"
 
 
-def publish_tables(destination: Path, tables: dict[str, pd.DataFrame]) -> Path:
-    """Write `tables` into a new DuckDB file and atomically replace `destination` with it."""
+# Temporary files of a publication: `.<file>.<pid>.<random>.tmp` (+ DuckDB's `.wal`), so that a later
+# publication can tell the leftovers of a killed writer (pid gone) from a write in progress.
+_TEMPORARY = re.compile(r"^\.(?P<file>.+)\.(?P<pid>\d+)\.[0-9a-f]{32}\.tmp(\.wal)?$")
+_OLD_TEMPORARY = re.compile(r"^\.(?P<file>.+)\.[0-9a-f]{32}\.tmp(\.wal)?$")
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_abandoned_temporaries(destination: Path) -> list[Path]:
+    """Delete temporary files of publications to `destination` whose writer is gone (killed mid-write)."""
+    destination = Path(destination)
+    removed = []
+    if not destination.parent.exists():
+        return removed
+    for candidate in destination.parent.iterdir():
+        match = _TEMPORARY.match(candidate.name)
+        if match and match["file"] == destination.name and not _process_exists(int(match["pid"])):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+        # Names without a pid come from earlier versions, which never left a write running behind.
+        old = _OLD_TEMPORARY.match(candidate.name)
+        if old and old["file"] == destination.name:
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+class PreparedPublication:
+    """A publication written completely under a temporary name, not yet visible to readers.
+
+    Lets the caller commit its own records (e.g. the score history) between writing and `swap()`, so
+    that nothing it records can be missing once readers see the new file. `discard()` (always call it,
+    e.g. in `finally`) removes the temporary file if it was not swapped in.
+    """
+
+    def __init__(self, destination: Path, temporary: Path):
+        self.destination, self.temporary = destination, temporary
+
+    def swap(self) -> Path:
+        os.replace(self.temporary, self.destination)
+        directory = os.open(self.destination.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return self.destination
+
+    def discard(self) -> None:
+        for leftover in (self.temporary, self.temporary.with_name(self.temporary.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+
+
+def prepare_publication(destination: Path, tables: dict[str, pd.DataFrame]) -> PreparedPublication:
+    """Write `tables` into a new DuckDB file next to `destination`, flushed to disk, not yet swapped in."""
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    temporary = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
+    remove_abandoned_temporaries(destination)
+    prepared = PreparedPublication(
+        destination, destination.with_name(f".{destination.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    )
     try:
         with duckdb.connect(
-            str(temporary), config={"storage_compatibility_version": PUBLISHED_STORAGE_VERSION}
+            str(prepared.temporary), config={"storage_compatibility_version": PUBLISHED_STORAGE_VERSION}
         ) as connection:
             for name, frame in tables.items():
                 connection.register("_frame", frame)
                 connection.execute(f"create table {name} as select * from _frame")
                 connection.unregister("_frame")
             connection.execute("checkpoint")
-        with open(temporary, "rb") as handle:
+        with open(prepared.temporary, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(temporary, destination)
-        directory = os.open(destination.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    except BaseException:
+        prepared.discard()
+        raise
+    return prepared
+
+
+def publish_tables(destination: Path, tables: dict[str, pd.DataFrame]) -> Path:
+    """Write `tables` into a new DuckDB file and atomically replace `destination` with it."""
+    prepared = prepare_publication(destination, tables)
+    try:
+        return prepared.swap()
     finally:
-        for leftover in (temporary, temporary.with_name(temporary.name + ".wal")):
-            leftover.unlink(missing_ok=True)
-    return destination
+        prepared.discard()
+
+
+def drop_unpublished_history(connection: duckdb.DuckDBPyConnection, schema: str, published_file: Path) -> int:
+    """Delete score-history rows newer than the publication in `published_file`.
+
+    The history commits before the file is swapped in; a writer killed between the two leaves history
+    rows of a publication nobody could read. One run per use case at a time (see run_guard), so any
+    history row newer than the file's own publication is such a leftover. Returns the rows deleted.
+    """
+    if not Path(published_file).exists():
+        return 0
+    has_history = connection.execute(
+        "select count(*) from information_schema.tables where table_schema = ? and table_name = 'score_history'",
+        [schema],
+    ).fetchall()[0][0]
+    if not has_history:
+        return 0
+    published_at = read_published(Path(published_file), "select max(published_at) as at from publication")["at"].iloc[0]
+    return connection.execute(f"delete from {schema}.score_history where published_at > ?", [published_at]).fetchall()[
+        0
+    ][0]
 
 
 def read_published(path: Path, query: str) -> pd.DataFrame:

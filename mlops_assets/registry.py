@@ -19,12 +19,15 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import duckdb
 import pandas as pd
 
-from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.warehouse import table_exists
+
+if TYPE_CHECKING:  # LightGBM is imported only where an artefact is loaded: `mlops models` stays fast
+    from mlops_assets.ml.artifacts import ModelArtifact
 
 STATUSES = ("candidate", "pending_approval", "champion", "retired", "rejected")
 
@@ -173,6 +176,8 @@ def load_artifact(connection: duckdb.DuckDBPyConnection, schema: str, model_vers
     ).fetchdf()
     if frame.empty:
         raise RegistryError(f"{schema}: no registered model {model_version!r}")
+    from mlops_assets.ml.artifacts import ModelArtifact
+
     artifact = ModelArtifact.from_record(frame.iloc[0].to_dict())
     artifact.verify()
     return artifact

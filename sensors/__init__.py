@@ -4,6 +4,7 @@
 """
 
 from sensors.incoming import build_incoming_files_sensor
+from sensors.recovery import build_run_recovery_sensor
 from sensors.retraining import RETRAIN_TAG, build_retraining_sensor
 
-__all__ = ["RETRAIN_TAG", "build_incoming_files_sensor", "build_retraining_sensor"]
+__all__ = ["RETRAIN_TAG", "build_incoming_files_sensor", "build_retraining_sensor", "build_run_recovery_sensor"]

@@ -1,8 +1,11 @@
 """A new export or outcome file in `<incoming>/<use case>/` starts a run that loads it.
 
 `customers_<batch>.csv|parquet` starts the batch job (with `outcomes_<batch>.csv` of the same batch if
-it is already there); an outcome file on its own starts the outcomes job. Each file is handled once:
-the cursor remembers file names with their modification times (a file rewritten later counts again).
+it is already there); an outcome file on its own starts the outcomes job. The cursor remembers
+file names with their modification times (a file rewritten later counts again); a file whose content
+was already ingested by any path (CLI, UI, an earlier tick) is skipped by ingestion itself, which
+checks the use case's ledger of file hashes (`<use case>.ingested_files`). Gzip-compressed CSV
+(`.csv.gz`) is accepted.
 """
 
 import json
@@ -14,11 +17,21 @@ from dagster._core.definitions.unresolved_asset_job_definition import Unresolved
 from mlops_assets.defs.jobs import trigger_tags
 from mlops_assets.ingestion import export_ingestion_config
 
-EXPORT_SUFFIXES = (".csv", ".parquet")
+EXPORT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
 
 
 def _files(folder: Path, prefix: str) -> list[Path]:
-    return sorted(p for p in folder.glob(f"{prefix}_*") if p.suffix in EXPORT_SUFFIXES and not p.name.startswith("."))
+    return sorted(
+        p for p in folder.glob(f"{prefix}_*") if p.name.endswith(EXPORT_SUFFIXES) and not p.name.startswith(".")
+    )
+
+
+def batch_of(path: Path, prefix: str) -> str:
+    """`customers_7.csv.gz` -> `7`: the batch that pairs an export with its outcome file."""
+    name = path.name.removeprefix(f"{prefix}_")
+    for suffix in EXPORT_SUFFIXES:
+        name = name.removesuffix(suffix)
+    return name
 
 
 def build_incoming_files_sensor(
@@ -43,11 +56,11 @@ def build_incoming_files_sensor(
             return handled.get(path.name) != path.stat().st_mtime_ns
 
         requests = []
-        outcome_files = {p.stem.removeprefix("outcomes_"): p for p in _files(folder, "outcomes")}
+        outcome_files = {batch_of(p, "outcomes"): p for p in _files(folder, "outcomes")}
         for export in _files(folder, "customers"):
             if not is_new(export):
                 continue
-            batch = export.stem.removeprefix("customers_")
+            batch = batch_of(export, "customers")
             outcomes = outcome_files.get(batch)
             raw_config = export_ingestion_config(export)
             requests.append(

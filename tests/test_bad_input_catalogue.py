@@ -1,7 +1,8 @@
 """The bad-input catalogue, fed through the real ingestion path (a Dagster run of the whole job).
 
 Every case must fail with a message naming the file and the column (and the row where there is
-one), and must leave the published scores and the current model as they were.
+one), and must leave the published scores, the champion, the score history and the current model as
+they were. Quirks of everyday exports (BOM, CRLF, blank lines, gzip) are accepted: tests/test_ingestion.py.
 """
 
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 from conftest import copy_of_first_run
 
 from mlops_assets.publishing import read_published
+from mlops_assets.registry import current_champion
 
 
 @dataclass
@@ -115,6 +117,146 @@ def swapped_distributions(frame, directory, caravan=None):
     return _csv(swapped, directory / "other_population.csv")
 
 
+def a_directory(frame, directory):
+    folder = directory / "export_folder.csv"
+    folder.mkdir()
+    return folder
+
+
+def symlink_loop(frame, directory):
+    first, second = directory / "loop_a.csv", directory / "loop_b.csv"
+    first.symlink_to(second)
+    second.symlink_to(first)
+    return first
+
+
+def dangling_symlink(frame, directory):
+    link = directory / "moved_export.csv"
+    link.symlink_to(directory / "gone.csv")
+    return link
+
+
+def binary_file(frame, directory):
+    return _text(directory / "photo.csv", bytes(range(256)) * 64)
+
+
+def spreadsheet_file(frame, directory):
+    """An Excel workbook (a zip archive) saved under a .csv name."""
+    import zipfile
+
+    path = directory / "workbook.csv"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("xl/workbook.xml", "<workbook/>" * 100)
+    return path
+
+
+def truncated_parquet(frame, directory):
+    frame.to_parquet(directory / "full.parquet")
+    content = (directory / "full.parquet").read_bytes()
+    return _text(directory / "truncated.parquet", content[: len(content) // 2])
+
+
+def csv_named_parquet(frame, directory):
+    # Not byte-identical to the bundled export: that would be recognized as already loaded and skipped.
+    return _csv(frame.head(-1), directory / "really_csv.parquet")
+
+
+def parquet_read_as_csv(frame, directory):
+    frame.to_parquet(directory / "export.parquet")
+    return directory / "export.parquet"
+
+
+def truncated_gzip(frame, directory):
+    import gzip
+
+    content = gzip.compress(_csv(frame, directory / "tmp.csv").read_bytes())
+    return _text(directory / "cut_off.csv.gz", content[: len(content) // 2])
+
+
+def fractions_in_integer_column(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MGEMLEEF"] = "2.5"  # DuckDB would round it to 3
+    return _csv(broken, directory / "fractional_age.csv")
+
+
+def hex_in_integer_column(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MOSTYPE"] = "0x21"  # DuckDB would read 33
+    return _csv(broken, directory / "hex_subtype.csv")
+
+
+def overflowing_integers(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MAANTHUI"] = "99999999999999999999999"
+    return _csv(broken, directory / "overflow.csv")
+
+
+def full_width_digits(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "MOSHOOFD"] = "\uff13"  # a full-width 3 from an IME
+    return _csv(broken, directory / "full_width.csv")
+
+
+def negative_values(frame, directory):
+    broken = frame.astype(object)
+    broken.loc[broken.index % 10 == 2, "PPERSAUT"] = -1
+    return _csv(broken, directory / "negative_contribution.csv")
+
+
+def target_as_words(frame, directory):
+    return _csv(frame.assign(Purchase=frame["Purchase"].map({"No": "nope", "Yes": "yes!"})), directory / "words.csv")
+
+
+def duplicated_header_column(frame, directory):
+    lines = [line.rstrip(b"\n") + b",1\n" for line in _lines(_csv(frame, directory / "tmp.csv"))]
+    lines[0] = lines[0].replace(b",1\n", b",MOSTYPE\n")  # a second column of the same name
+    return _text(directory / "two_mostype.csv", b"".join(lines))
+
+
+def extra_field_in_a_row(frame, directory):
+    lines = _lines(_csv(frame, directory / "tmp.csv"))
+    lines[30] = lines[30].rstrip(b"\n") + b",1\n"
+    return _text(directory / "one_field_too_many.csv", b"".join(lines))
+
+
+def id_column_missing(frame, directory):
+    return _csv(frame.head(-1), directory / "no_crm_id.csv")  # see csv_named_parquet
+
+
+def blank_ids(frame, directory):
+    ids = [f"K{i:05d}" if i % 50 else "" for i in range(len(frame))]
+    return _csv(frame.assign(crm_id=ids), directory / "blank_ids.csv")
+
+
+def exported_twice(frame, directory):
+    """The export appended to itself: every customer twice, no ids to tell (the leak into test sets)."""
+    return _csv(pd.concat([frame, frame]), directory / "appended_twice.csv")
+
+
+def whitespace_only(frame, directory):
+    return _text(directory / "blank_lines.csv", b"\n\n\n")
+
+
+def nul_bytes(frame, directory):
+    content = _csv(frame, directory / "tmp.csv").read_bytes().replace(b",", b",\x00", 1)
+    return _text(directory / "nul_byte.csv", content)
+
+
+def empty_rows_block(frame, directory):
+    lines = _lines(_csv(frame, directory / "tmp.csv"))
+    empty = b"," * 85 + b"\n"
+    lines[1:1] = [empty] * 600  # 600 rows of nothing (about 9%)
+    return _text(directory / "empty_rows.csv", b"".join(lines))
+
+
+def tab_delimited(frame, directory):
+    return _csv(frame, directory / "tabs.csv", sep="\t")
+
+
+def columns_renamed_lowercase(frame, directory):
+    return _csv(frame.rename(columns=str.lower), directory / "lowercase_header.csv")
+
+
 CASES = [
     Case("missing file", missing_file, ["export_missing.csv", "source file not found"]),
     Case("empty file", empty_file, ["empty.csv", "the file is empty"]),
@@ -156,6 +298,73 @@ CASES = [
         ["partial_export.csv", "table_row_count_to_be_between", "observed 582"],
     ),
     Case("swapped data set", swapped_distributions, ["other_population.csv", "column_mean_to_be_between"]),
+    Case("a directory", a_directory, ["export_folder.csv", "not a file"]),
+    Case("symbolic link loop", symlink_loop, ["loop_a.csv", "symbolic link loop"]),
+    Case("dangling symbolic link", dangling_symlink, ["moved_export.csv", "link to a file that does not exist"]),
+    Case("binary file", binary_file, ["photo.csv", "line 1 (header) is not valid UTF-8"]),
+    Case("spreadsheet named .csv", spreadsheet_file, ["workbook.csv", "not a CSV text export"]),
+    Case(
+        "truncated Parquet",
+        truncated_parquet,
+        ["truncated.parquet", "cannot be read as Parquet"],
+        {"source_format": "parquet"},
+    ),
+    Case(
+        "CSV named .parquet",
+        csv_named_parquet,
+        ["really_csv.parquet", "cannot be read as Parquet"],
+        {"source_format": "parquet"},
+    ),
+    Case("Parquet read as CSV", parquet_read_as_csv, ["export.parquet", "not valid UTF-8"]),
+    Case("truncated gzip", truncated_gzip, ["cut_off.csv.gz", "Unexpected end of GZIP stream"]),
+    Case(
+        "fractions in a whole-number column",
+        fractions_in_integer_column,
+        ["fractional_age.csv", "column MGEMLEEF", "is not a whole number", "data row 3", "'2.5'"],
+    ),
+    Case(
+        "hexadecimal in a whole-number column",
+        hex_in_integer_column,
+        ["hex_subtype.csv", "column MOSTYPE", "is not a whole number", "'0x21'"],
+    ),
+    Case("overflowing integers", overflowing_integers, ["overflow.csv", "column MAANTHUI", "is not a whole number"]),
+    Case("full-width digits", full_width_digits, ["full_width.csv", "column MOSHOOFD", "is not a whole number"]),
+    Case(
+        "negative values",
+        negative_values,
+        ["negative_contribution.csv", "column PPERSAUT", "outside 0..9", "'-1'"],
+    ),
+    Case("target as words", target_as_words, ["words.csv", "column Purchase", "is not one of Yes/No", "'nope'"]),
+    Case("duplicated header column", duplicated_header_column, ["two_mostype.csv", "MOSTYPE appear more than once"]),
+    Case(
+        "one field too many",
+        extra_field_in_a_row,
+        ["one_field_too_many.csv", "line 31 (data row 30)", "expected 86 fields, found 87"],
+    ),
+    Case(
+        "id column missing",
+        id_column_missing,
+        ["no_crm_id.csv", "missing required column(s) crm_id"],
+        {"id_column": "crm_id"},
+    ),
+    Case(
+        "blank customer ids",
+        blank_ids,
+        ["blank_ids.csv", "column crm_id", "without a customer id", "data row 1"],
+        {"id_column": "crm_id"},
+    ),
+    Case(
+        "export appended twice (no ids)",
+        exported_twice,
+        ["appended_twice.csv", "repeat an earlier row exactly", "data row 308 repeats data row 122"],
+    ),
+    Case("only blank lines", whitespace_only, ["blank_lines.csv", "no header line"]),
+    Case("NUL byte in the header", nul_bytes, ["nul_byte.csv", "missing required column(s) MAANTHUI"]),
+    Case("block of empty rows", empty_rows_block, ["empty_rows.csv", "column MOSTYPE", "600 row(s) missing"]),
+    Case("tab-delimited", tab_delimited, ["tabs.csv", "delimited by '\\t'"]),
+    Case(
+        "lower-case header", columns_renamed_lowercase, ["lowercase_header.csv", "missing required column(s) MOSTYPE"]
+    ),
 ]
 
 
@@ -171,7 +380,9 @@ def _state(harness) -> tuple:
     )
     with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
         model = connection.execute("select model_version, sha256 from caravan.propensity_model").fetchall()
-    return tuple(published.iloc[0]), tuple(model)
+        history = connection.execute("select count(*), max(published_at) from caravan.score_history").fetchall()
+        champion = current_champion(connection, "caravan")
+    return tuple(published.iloc[0]), tuple(model), (tuple(history), champion)
 
 
 def failure_messages(result) -> str:
@@ -206,7 +417,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(platform, case, tmp_path):
 def test_unknown_extra_column_warns_and_the_run_goes_on(platform, tmp_path):
     bundled = pd.read_csv(Path(__file__).parents[1] / "data/caravan/caravan.csv")
     path = _csv(bundled.assign(campaign_code="X"), tmp_path / "with_campaign_code.csv")
-    (_, scores_before), models_before = _state(platform)
+    (_, scores_before), models_before, _ = _state(platform)
     result = platform.run(run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(path)}}}})
     assert result.success
     warnings = [
@@ -219,6 +430,6 @@ def test_unknown_extra_column_warns_and_the_run_goes_on(platform, tmp_path):
     assert "with_campaign_code.csv" in warnings[0].description and "campaign_code" in warnings[0].description
     assert platform.latest_metadata("caravan/raw_customers")["extra_columns"] == "campaign_code"
     # Same data apart from the unused column: the retrained model and the published scores are identical.
-    (_, scores_after), models_after = _state(platform)
+    (_, scores_after), models_after, _ = _state(platform)
     assert scores_after == scores_before
     assert [sha for _, sha in models_after] == [sha for _, sha in models_before]

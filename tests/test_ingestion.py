@@ -4,7 +4,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from mlops_assets.ingestion import SourceDataError, load_source
+from mlops_assets.ingestion import SourceDataError, load_outcomes, load_source
 from mlops_assets.quality.rows import ColumnRule, find_outliers
 
 TABLE = "caravan.raw_customers"
@@ -118,3 +118,93 @@ def test_outliers_are_flagged_by_robust_z_score_not_removed():
     find_outliers(connection, "customers", [ColumnRule("balance", "float", True, 0, None, ())])
     flagged = connection.execute("select customer_id, column_name from _outliers").fetchall()
     assert flagged == [("C100", "balance")]
+
+
+def test_whole_numbers_are_strict_three_point_zero_is_fine_but_fractions_and_hex_are_quarantined(
+    caravan, sample, tmp_path
+):
+    values = sample.astype(str)
+    values.loc[0, "MGEMLEEF"] = "3.0"  # spreadsheet style: accepted
+    values.loc[1, "MGEMLEEF"] = " 3 "
+    values.loc[2, "MGEMLEEF"] = "2.5"  # DuckDB would round it to 3
+    values.loc[3, "MOSTYPE"] = "0x21"  # DuckDB would read it as 33
+    values.loc[4, "MGEMLEEF"] = "1e1"
+    connection = duckdb.connect()
+    load = _load(connection, caravan, _write(values, tmp_path / "numbers.csv"), max_quarantine_share=0.5)
+    reasons = dict(
+        connection.execute("select source_row, reason from caravan.quarantined_customers order by 1").fetchall()
+    )
+    assert load.quarantined_rows == 3
+    assert reasons == {
+        3: "'2.5' is not a whole number",
+        4: "'0x21' is not a whole number",
+        5: "'1e1' is not a whole number",
+    }
+
+
+def test_the_same_customers_file_twice_is_recognized_by_content_and_skipped(caravan, sample, tmp_path):
+    connection = duckdb.connect()
+    first = _load(connection, caravan, _write(sample, tmp_path / "export.csv"), load_id="load-1")
+    other = _load(connection, caravan, _write(sample.head(50), tmp_path / "other.csv"), load_id="load-2")
+    renamed = tmp_path / "export_copy.csv"  # same content under another name: still the same file
+    renamed.write_bytes((tmp_path / "export.csv").read_bytes())
+    again = _load(connection, caravan, renamed, load_id="load-3")
+    assert not first.skipped and not other.skipped and again.skipped
+    assert "already loaded" in again.message and "load-1" in again.message and "export_copy.csv" in again.message
+    # Nothing changed: the raw table still holds the latest real load.
+    assert connection.execute(f"select distinct _load_id from {TABLE}").fetchall() == [("load-2",)]
+    log = connection.execute("select load_id, status from caravan.raw_customer_loads order by loaded_at").fetchall()
+    assert log == [("load-1", "accepted"), ("load-2", "accepted"), ("load-3", "skipped")]
+    ledger = connection.execute("select kind, load_id from caravan.ingested_files order by loaded_at").fetchall()
+    assert ledger == [("customers", "load-1"), ("customers", "load-2")]
+
+
+def test_outcomes_are_loaded_once_per_file_and_once_per_customer_and_day(tmp_path):
+    connection = duckdb.connect()
+
+    def outcomes(name, rows, load_id):
+        path = tmp_path / name
+        pd.DataFrame(rows, columns=["customer_id", "Purchase"]).to_csv(path, index=False)
+        return load_outcomes(
+            connection,
+            path=path,
+            schema="caravan",
+            target_column="Purchase",
+            allowed_values=("Yes", "No"),
+            load_id=load_id,
+        )
+
+    first = outcomes("outcomes_1.csv", [("A", "No"), ("B", "Yes"), ("A", "Yes")], "o-1")
+    assert not first.skipped and first.duplicates_superseded == 1
+    same_file = outcomes("outcomes_1_again.csv", [("A", "No"), ("B", "Yes"), ("A", "Yes")], "o-2")
+    assert same_file.skipped and "already loaded" in same_file.message and "o-1" in same_file.message
+    # Another file repeating B's outcome the same day, correcting A and adding C.
+    overlapping = outcomes("outcomes_2.csv", [("B", "Yes"), ("A", "No"), ("C", "No")], "o-3")
+    assert overlapping.repeated_outcomes == 1
+    stored = connection.execute(
+        "select _load_id, customer_id, Purchase from caravan.raw_outcomes order by _load_id, customer_id"
+    ).fetchall()
+    assert stored == [("o-1", "A", "Yes"), ("o-1", "B", "Yes"), ("o-3", "A", "No"), ("o-3", "C", "No")]
+
+
+@pytest.mark.parametrize("quirk", ["utf-8 bom", "crlf and trailing blank lines", "gzip .csv.gz", "gzip named .csv"])
+def test_everyday_export_quirks_load_the_same_values(caravan, sample, tmp_path, quirk):
+    import gzip
+
+    plain = _write(sample, tmp_path / "plain.csv").read_bytes()
+    content, name = {
+        "utf-8 bom": (b"\xef\xbb\xbf" + plain, "bom.csv"),
+        "crlf and trailing blank lines": (plain.replace(b"\n", b"\r\n") + b"\r\n\r\n", "crlf.csv"),
+        "gzip .csv.gz": (gzip.compress(plain), "export.csv.gz"),
+        "gzip named .csv": (gzip.compress(plain), "export.csv"),
+    }[quirk]
+    path = tmp_path / name
+    path.write_bytes(content)
+    connection = duckdb.connect()
+    load = _load(connection, caravan, path)
+    assert load.row_count == 200 and load.quarantined_rows == 0 and load.extra_columns == []
+    loaded = connection.execute(f"select * exclude (_load_id, _source_file, _loaded_at) from {TABLE}").fetchdf()
+    reference = duckdb.connect()
+    _load(reference, caravan, _write(sample, tmp_path / "reference.csv"))
+    expected = reference.execute(f"select * exclude (_load_id, _source_file, _loaded_at) from {TABLE}").fetchdf()
+    pd.testing.assert_frame_equal(loaded, expected)

@@ -41,3 +41,41 @@ def test_published_file_opens_in_the_duckdb_1_x_cli(tmp_path):
         check=True,
     ).stdout
     assert output.split() == ["n", "2"]
+
+
+def test_leftovers_of_killed_writers_are_removed_and_live_writes_are_not(tmp_path):
+    import os
+
+    from mlops_assets.publishing import remove_abandoned_temporaries
+
+    destination = tmp_path / "caravan.duckdb"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    killed = tmp_path / f".caravan.duckdb.{dead.pid}.{'a' * 32}.tmp"
+    killed_wal = tmp_path / f".caravan.duckdb.{dead.pid}.{'a' * 32}.tmp.wal"
+    running = tmp_path / f".caravan.duckdb.{os.getpid()}.{'b' * 32}.tmp"
+    other_file = tmp_path / f".swiss_bank.duckdb.{dead.pid}.{'c' * 32}.tmp"
+    for path in (killed, killed_wal, running, other_file):
+        path.write_bytes(b"partial")
+    removed = remove_abandoned_temporaries(destination)
+    assert sorted(p.name for p in removed) == sorted([killed.name, killed_wal.name])
+    assert running.exists() and other_file.exists()
+
+
+def test_history_rows_newer_than_the_published_file_are_dropped(tmp_path):
+    from mlops_assets.publishing import drop_unpublished_history
+
+    destination = tmp_path / "caravan.duckdb"
+    publish_tables(destination, {"publication": pd.DataFrame({"published_at": [pd.Timestamp("2026-01-02")]})})
+    connection = duckdb.connect()
+    connection.execute("create schema caravan")
+    connection.execute("create table caravan.score_history (publication_id varchar, published_at timestamp)")
+    connection.execute(
+        "insert into caravan.score_history values ('seen', '2026-01-02'), ('older', '2026-01-01'), "
+        "('killed before the swap', '2026-01-03')"
+    )
+    assert drop_unpublished_history(connection, "caravan", destination) == 1
+    remaining = connection.execute("select publication_id from caravan.score_history order by 1").fetchall()
+    assert remaining == [("older",), ("seen",)]
+    # Without a published file nothing is known to be orphaned: nothing is dropped.
+    assert drop_unpublished_history(connection, "caravan", tmp_path / "none.duckdb") == 0

@@ -54,7 +54,8 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
         description=(
             f"{use_case.title}: the customer export loaded as-is (every column as in the file), "
             "with a customer_id, the load's id, source file, time and source row, and per row the "
-            "reason it is quarantined (if so) and its outlier columns. Each load attempt is logged in "
+            "reason it is quarantined (if so) and its outlier columns. A file already ingested (same "
+            f"sha256, ledger `{use_case.name}.ingested_files`) is skipped. Each load attempt is logged in "
             f"`{use_case.name}.raw_customer_loads`, unusable rows in `{use_case.name}.quarantined_customers`."
         ),
     )
@@ -81,7 +82,12 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
                 )
                 raise
             ensure_outcomes_table(connection, name, target_column)
-            metadata = table_metadata(connection, raw_table, load.row_count)
+            metadata = table_metadata(connection, raw_table)
+        if load.skipped:
+            context.log.info(load.message)
+            return dg.MaterializeResult(
+                metadata={**metadata, "load_id": load.load_id, "skipped": True, "message": load.message}
+            )
         if load.extra_columns:
             context.log.warning(
                 f"{path}: columns not in the data dictionary were kept but are not used: "
@@ -110,7 +116,8 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
         description=(
             f"Campaign outcomes reported for scored customers (customer_id, {target_column} "
             f"{'/'.join(target_values)}), appended per file, never overwritten. They become the labels of "
-            "the customers they name (see stg_outcomes), and let monitoring measure realized performance."
+            "the customers they name (see stg_outcomes), and let monitoring measure realized performance. "
+            f"A file already ingested (same sha256, ledger `{name}.ingested_files`) is skipped."
         ),
     )
     def raw_outcomes(context: dg.AssetExecutionContext, config: OutcomesConfig, warehouse: Warehouse):
@@ -132,10 +139,15 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
                     "load_id": loaded.load_id,
                     "source_file": dg.MetadataValue.path(loaded.source_file),
                     "source_sha256": loaded.sha256,
-                    "new_outcomes": loaded.rows,
+                    "new_outcomes": loaded.rows - loaded.duplicates_superseded - loaded.repeated_outcomes,
                     "new_buyers": loaded.buyers,
                     "duplicates_superseded": loaded.duplicates_superseded,
+                    "repeated_outcomes_skipped": loaded.repeated_outcomes,
+                    "skipped": loaded.skipped,
                 }
+                if loaded.skipped:
+                    context.log.info(loaded.message)
+                    metadata.update({"new_outcomes": 0, "message": loaded.message})
             else:
                 metadata = {"new_outcomes": 0, "note": "no outcome file given (outcomes_path empty)"}
             metadata.update(table_metadata(connection, f"{name}.raw_outcomes"))

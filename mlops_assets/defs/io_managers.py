@@ -11,6 +11,7 @@ table, and registered in `<use case>.model_registry`, which keeps every model ev
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -19,6 +20,7 @@ from dagster_duckdb import DuckDBResource
 from dagster_duckdb.io_manager import DuckDbClient
 from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 
+from mlops_assets.integrity import sign_model, signing_key
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.registry import register_model
 from mlops_assets.warehouse import table_exists, warehouse_connection
@@ -109,6 +111,11 @@ class Warehouse(DuckDBResource):
         with warehouse_connection(self.database) as connection:
             yield connection
 
+    def signing_key(self) -> bytes:
+        """The model-signing key of this platform (MLOPS_ARTIFACT_KEY, else a key file next to the
+        warehouse, under MLOPS_HOME/secrets)."""
+        return signing_key(Path(self.database).parent)
+
 
 class ModelArtifactIOManager(dg.ConfigurableIOManager):
     """ModelArtifacts in DuckDB: LightGBM text format with its sha256, verified on every load.
@@ -130,6 +137,8 @@ class ModelArtifactIOManager(dg.ConfigurableIOManager):
             connection.execute("begin transaction")
             try:
                 register_model(connection, schema, obj, context.run_id)
+                # Signed with a key the warehouse does not hold (see mlops_assets/integrity.py).
+                sign_model(connection, schema, obj.model_version, obj.sha256, self.warehouse.signing_key())
                 connection.execute(f"create or replace table {schema}.{table} as select * from artifact_row")
                 connection.execute("commit")
             except BaseException:

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from mlops_assets.run_guard import USE_CASE_TAG
 from mlops_assets.use_cases import UseCase
 
 # Run tags saying why a run (and so a model) came about; sensors and schedules set them.
@@ -32,6 +33,12 @@ def trigger_of(tags: Mapping[str, str]) -> dict:
         if source in tags:
             reason.setdefault(source.split("/")[1], tags[source])
     return {"trigger": trigger, "trigger_reason": reason}
+
+
+def use_case_tags(use_case: UseCase) -> dict[str, str]:
+    """Every job of a use case carries this tag: dagster_home/dagster.yaml lets one run per value go at
+    a time (the others wait in the run queue), and `mlops` waits for such runs too."""
+    return {USE_CASE_TAG: use_case.name}
 
 
 def pipeline_job_name(use_case: UseCase) -> str:
@@ -75,6 +82,7 @@ def build_operational_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefiniti
     return [
         dg.define_asset_job(
             batch_job_name(use_case),
+            tags=use_case_tags(use_case),
             selection=everything - _model_lineage(use_case),
             description=(
                 f"{use_case.title}: a new batch arrives: load the export and any outcome file, build features, "
@@ -84,6 +92,7 @@ def build_operational_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefiniti
         ),
         dg.define_asset_job(
             retrain_job_name(use_case),
+            tags=use_case_tags(use_case),
             # The mart's checks run again so that a retrain never trains on data that fails them.
             selection=dg.AssetSelection.assets(_key(use_case, "training_set")).downstream()
             | dg.AssetSelection.checks_for_assets(mart),
@@ -94,16 +103,19 @@ def build_operational_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefiniti
         ),
         dg.define_asset_job(
             scoring_job_name(use_case),
+            tags=use_case_tags(use_case),
             selection=dg.AssetSelection.assets(_key(use_case, "customer_scores"), _key(use_case, "published_scores")),
             description=f"{use_case.title}: score the latest batch with the champion and publish (daily schedule).",
         ),
         dg.define_asset_job(
             drift_report_job_name(use_case),
+            tags=use_case_tags(use_case),
             selection=dg.AssetSelection.assets(_key(use_case, "drift_report")),
             description=f"{use_case.title}: drift of the latest batch against the champion (weekly schedule).",
         ),
         dg.define_asset_job(
             outcomes_job_name(use_case),
+            tags=use_case_tags(use_case),
             selection=dg.AssetSelection.assets(
                 _key(use_case, "raw_outcomes"),
                 _key(use_case, "stg_outcomes"),
@@ -140,6 +152,7 @@ def build_schedules(use_case: UseCase) -> list[dg.ScheduleDefinition]:
 
 def build_pipeline_job(use_case: UseCase) -> UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
+        tags=use_case_tags(use_case),
         name=pipeline_job_name(use_case),
         selection=dg.AssetSelection.key_prefixes([use_case.name]),
         description=(f"{use_case.title}: load the export, build features (dbt), train, check, score and publish."),
@@ -160,6 +173,7 @@ def build_model_decision_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefin
     step = f"{use_case.name}__champion_model"
     return [
         dg.define_asset_job(
+            tags=use_case_tags(use_case),
             name=approval_job_name(use_case),
             selection=selection,
             description=(
@@ -169,6 +183,7 @@ def build_model_decision_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefin
             config={"ops": {step: {"config": {"action": "approve", "model_version": "", "actor": "", "comment": ""}}}},
         ),
         dg.define_asset_job(
+            tags=use_case_tags(use_case),
             name=rollback_job_name(use_case),
             selection=selection,
             description=(

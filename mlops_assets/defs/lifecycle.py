@@ -190,7 +190,9 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
                 connection.execute("rollback")
                 raise
             for kind, message, details in change.notifications:
-                severity = "info" if kind in ("promotion", "rollback") else "warning"
+                # Retraining on unchanged data gives the champion's twin: expected, not a warning.
+                expected = kind == "promotion_refused" and "identical to the champion" in message
+                severity = "info" if kind in ("promotion", "rollback") or expected else "warning"
                 notifier.notify(context, name, kind, message, details, severity, connection=connection)
             champion_version = current_champion(connection, name)
             overview = models_overview(connection, name)

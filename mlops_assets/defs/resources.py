@@ -15,7 +15,7 @@ from dagster_dbt import DbtCliResource, DbtProject
 from packaging import version
 
 from mlops_assets.defs.io_managers import ModelArtifactIOManager, Warehouse, WarehouseIOManager
-from mlops_assets.publishing import publish_tables
+from mlops_assets.publishing import PreparedPublication, prepare_publication, publish_tables
 from mlops_assets.registry import record_alert
 from mlops_assets.settings import DBT_PROJECT_DIR, Settings
 
@@ -55,6 +55,10 @@ class ScorePublisher(dg.ConfigurableResource):
 
     def publish(self, use_case: str, tables: dict[str, pd.DataFrame]) -> Path:
         return publish_tables(self.path_for(use_case), tables)
+
+    def prepare(self, use_case: str, tables: dict[str, pd.DataFrame]) -> PreparedPublication:
+        """Write the publication without swapping it in yet (see publishing.PreparedPublication)."""
+        return prepare_publication(self.path_for(use_case), tables)
 
 
 def build_resources(settings: Settings) -> dict:

@@ -1,16 +1,20 @@
 """Scoring every customer with the model and publishing the scores for marketing."""
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
+import duckdb
 import pandas as pd
 
 from mlops_assets.defs.io_managers import Warehouse
 from mlops_assets.defs.metadata import markdown_table
-from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
+from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier, ScorePublisher
+from mlops_assets.integrity import ArtifactTamperedError, verify_model
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.explanations import explain_top_share
 from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_customers, score_table
+from mlops_assets.publishing import drop_unpublished_history
 from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
 
@@ -34,6 +38,24 @@ def _history_select(k: int) -> str:
                     else cast(to_json(list_filter([{reasons}], lambda r: r.feature is not null)) as varchar)
                end as reasons
         from scores_to_publish"""
+
+
+def verify_before_scoring(context, use_case_name: str, model: ModelArtifact, warehouse: Warehouse, notifier) -> None:
+    """Refuse a champion whose artefact no longer matches its signature (see mlops_assets/integrity.py)."""
+    with warehouse.get_connection() as connection:
+        try:
+            verify_model(connection, use_case_name, model.model_version, model.model_text, warehouse.signing_key())
+        except ArtifactTamperedError as error:
+            notifier.notify(
+                context,
+                use_case_name,
+                "integrity",
+                str(error),
+                {"model_version": model.model_version},
+                "error",
+                connection=connection,
+            )
+            raise dg.Failure(description=str(error)) from error
 
 
 def build_scoring_assets(use_case: UseCase) -> list:
@@ -63,7 +85,10 @@ def build_scoring_assets(use_case: UseCase) -> list:
         context: dg.AssetExecutionContext,
         customer_features: pd.DataFrame,
         champion_model: ModelArtifact,
+        warehouse: Warehouse,
+        notifier: Notifier,
     ) -> pd.DataFrame:
+        verify_before_scoring(context, name, champion_model, warehouse, notifier)
         customer_features = customers_of_latest_load(customer_features)
         # The champion, not necessarily the newest model; loading verifies the artefact's checksum.
         booster = champion_model.load_booster()
@@ -183,27 +208,41 @@ def build_scoring_assets(use_case: UseCase) -> list:
                 }
             ]
         )
-        # The score history (what auditors query) and the published file change together: the history
-        # rows are committed only once the new file is in place.
+        # The score history (what auditors query) commits before the new file is swapped in, so readers
+        # never see a publication the history lacks; a failed swap takes its history rows back out.
         published_at = publication["published_at"].iloc[0]
-        with warehouse.get_connection() as connection:
-            ensure_tables(connection, name)
-            connection.register("scores_to_publish", customer_scores)
-            history = _history_select(use_case.scoring.reasons_per_customer)
-            connection.execute("begin transaction")
+        prepared = publisher.prepare(name, {"customer_scores": customer_scores, "publication": publication})
+        try:
+            with warehouse.get_connection() as connection:
+                ensure_tables(connection, name)
+                drop_unpublished_history(connection, name, publisher.path_for(name))
+                connection.register("scores_to_publish", customer_scores)
+                history = _history_select(use_case.scoring.reasons_per_customer)
+                connection.execute("begin transaction")
+                try:
+                    connection.execute(
+                        f"create table if not exists {name}.score_history as {history} limit 0", [None, None]
+                    )
+                    connection.execute(
+                        f"insert into {name}.score_history by name {history}", [context.run.run_id, published_at]
+                    )
+                    create_audit_view(connection, name)
+                    connection.execute("commit")
+                except BaseException:
+                    # After a failed commit DuckDB has no transaction left: keep the original error.
+                    with contextlib.suppress(duckdb.Error):
+                        connection.execute("rollback")
+                    raise
             try:
-                connection.execute(
-                    f"create table if not exists {name}.score_history as {history} limit 0", [None, None]
-                )
-                connection.execute(
-                    f"insert into {name}.score_history by name {history}", [context.run.run_id, published_at]
-                )
-                create_audit_view(connection, name)
-                path = publisher.publish(name, {"customer_scores": customer_scores, "publication": publication})
-                connection.execute("commit")
+                path = prepared.swap()
             except BaseException:
-                connection.execute("rollback")
+                with warehouse.get_connection() as connection:
+                    connection.execute(
+                        f"delete from {name}.score_history where publication_id = ?", [context.run.run_id]
+                    )
                 raise
+        finally:
+            prepared.discard()
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),

@@ -7,6 +7,37 @@ import json
 import pandas as pd
 
 
+def model_facts(metrics: dict, lineage: dict) -> dict:
+    """Facts about a model computed from its own data, for the placeholders of a use case's
+    `known_limitations` (e.g. `{test_buyers}`), so that no card repeats a number of another model.
+
+    `roc_auc_standard_error` is Hanley & McNeil's (1982) standard error of the test ROC AUC.
+    """
+    auc = float(metrics.get("roc_auc", float("nan")))
+    positives = float(metrics.get("buyers", 0))
+    negatives = float(metrics.get("customers", 0)) - positives
+    standard_error = float("nan")
+    if positives > 0 and negatives > 0:
+        q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+        variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2)) / (
+            positives * negatives
+        )
+        standard_error = max(variance, 0.0) ** 0.5
+    return {
+        "labelled_customers": int(lineage.get("training_rows", 0)),
+        "split_sizes": lineage.get("split_sizes", "n/a"),
+        "test_customers": int(metrics.get("customers", 0)),
+        "test_buyers": int(positives),
+        "test_roc_auc": auc,
+        "roc_auc_standard_error": standard_error,
+    }
+
+
+def fill_limitations(texts: list[str], facts: dict) -> list[str]:
+    """`known_limitations` with their `{placeholders}` replaced by the model's facts."""
+    return [text.format_map(facts) for text in texts]
+
+
 def _table(frame: pd.DataFrame | None, columns: list[str] | None = None, float_format: str = ".4f") -> str:
     if frame is None or frame.empty:
         return "_none_"

@@ -2,7 +2,8 @@
 
 Rules (documented in the README, section "Data quality"):
 - required value missing (null or blank) -> quarantined;
-- value not of the column's data type (whole number, number, boolean) -> quarantined;
+- value not of the column's data type (whole number: digits, `3.0` accepted, `2.5`/`0x21` not;
+  number; boolean) -> quarantined;
 - value outside [min_value, max_value] or not in allowed_values -> quarantined;
 - duplicated customer id (exports that carry ids): the last row in file order is kept as the
   customer's current record, every earlier row is quarantined as superseded;
@@ -22,7 +23,12 @@ import pandas as pd
 OUTLIER_ROBUST_Z = 5.0
 
 _TYPE_CHECKS = {
-    "integer": ("try_cast({v} as bigint) is null", "is not a whole number"),
+    # DuckDB's cast rounds '2.5' to 3 and reads '0x21' as 33: only plain decimal digits (with an
+    # optional all-zero fraction, as spreadsheets write 3.0) count as a whole number.
+    "integer": (
+        "(not regexp_full_match({v}, '[+-]?[0-9]+([.]0*)?') or try_cast({v} as bigint) is null)",
+        "is not a whole number",
+    ),
     "float": ("try_cast({v} as double) is null", "is not a number"),
     "boolean": ("try_cast({v} as boolean) is null", "is not true/false"),
     "string": (None, None),
