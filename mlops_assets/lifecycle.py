@@ -14,7 +14,7 @@ from mlops_assets.ml.calibration import is_calibrated, reliability_table
 from mlops_assets.ml.datasets import out_of_time_customers
 from mlops_assets.ml.evaluation import classification_metrics, decile_table
 from mlops_assets.ml.fairness import evaluate_fairness, fairness_table
-from mlops_assets.ml.model_card import fill_limitations, model_facts, render_model_card
+from mlops_assets.ml.model_card import METRIC_NAMES, fill_limitations, model_facts, render_model_card
 from mlops_assets.ml.promotion import REJECT, Decision, decide, paired_bootstrap
 from mlops_assets.registry import (
     RegistryError,
@@ -26,18 +26,8 @@ from mlops_assets.registry import (
 )
 from mlops_assets.use_cases import UseCase
 
-COMPARED_METRICS = (
-    "top_decile_lift",
-    "top_decile_capture_rate",
-    "top_20pct_capture_rate",
-    "pr_auc",
-    "roc_auc",
-    "brier_score",
-    "base_rate_brier",
-    "ece",
-    "mean_score",
-    "realized_rate",
-)
+# The model card's metrics less the counts: what is compared between champion and challenger.
+COMPARED_METRICS = tuple(name for name in METRIC_NAMES if name not in ("customers", "buyers"))
 
 
 @dataclass
