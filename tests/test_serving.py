@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import httpx
 import pandas as pd
@@ -454,7 +455,12 @@ def test_swiss_bank_records_score_like_the_batch(tmp_path, monkeypatch):
     use_case = get_use_case("swiss_bank")
     write_parquet(use_case.source_path, 1_500, seed=5)
     harness = make_harness(tmp_path, use_cases=(use_case,))
-    assert harness.run("swiss_bank_pipeline").success
+    # Only what the service needs (published scores and the exported model): no drift report,
+    # performance monitoring or served-traffic assets.
+    needed = dg.AssetSelection.assets(dg.AssetKey(["swiss_bank", "serving_models"])).upstream()
+    job = harness.defs.resolve_job_def("swiss_bank_pipeline")
+    asset_keys = list(needed.resolve(harness.defs.resolve_asset_graph()))
+    assert job.execute_in_process(instance=harness.instance, asset_selection=asset_keys).success
     published_dir = harness.settings.published_dir
     manifest = read_manifest(published_dir, "swiss_bank")
     model = load_served_model(models_dir(published_dir, "swiss_bank"), manifest["champion"])
