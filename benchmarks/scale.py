@@ -40,8 +40,10 @@ def run_pipeline(home: str | Path, runs: int) -> dict:
 
     from mlops_assets.definitions import build_definitions
     from mlops_assets.settings import Settings
+    from mlops_assets.use_cases import get_use_case
 
-    defs = build_definitions(Settings.under(home))
+    # Only this use case's definitions, as `mlops run --use-case swiss_bank` builds them.
+    defs = build_definitions(Settings.under(home), use_cases=(get_use_case("swiss_bank"),))
     instance = dg.DagsterInstance.ephemeral()
     results = []
     for _ in range(runs):

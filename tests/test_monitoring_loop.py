@@ -7,7 +7,7 @@ sensor, and run; the retraining sensor reads the instance's check evaluations an
 import json
 
 import duckdb
-from conftest import make_harness
+from conftest import copy_of_first_run
 
 from mlops_assets.cli import failure_lines
 from mlops_assets.publishing import read_published
@@ -50,11 +50,10 @@ def _statuses(harness) -> dict[str, str]:
 
 
 class Loop:
-    """A platform with a champion, and the two sensors' cursors."""
+    """A platform with a champion (a copy of the session's first run), and the two sensors' cursors."""
 
-    def __init__(self, home):
-        self.harness = make_harness(home)
-        assert self.harness.run().success
+    def __init__(self, home, completed_pipeline):
+        self.harness = copy_of_first_run(completed_pipeline, home)
         self.incoming_cursor = None
         requests, self.retrain_cursor, _ = self.harness.tick(RETRAIN, None)  # starts watching
         assert requests == []
@@ -83,8 +82,8 @@ def _source():
     return get_use_case("caravan").source_path
 
 
-def test_stationary_batches_request_no_retraining_and_data_bugs_are_stopped(tmp_path):
-    loop = Loop(tmp_path)
+def test_stationary_batches_request_no_retraining_and_data_bugs_are_stopped(tmp_path, completed_pipeline):
+    loop = Loop(tmp_path, completed_pipeline)
     for batch in (1, 2, 3):
         result = loop.deliver("stationary", batch, seed=batch)
         assert result.success, failure_lines(result)
@@ -111,8 +110,8 @@ def test_stationary_batches_request_no_retraining_and_data_bugs_are_stopped(tmp_
         assert again_no_request(loop)
 
 
-def test_persona_shift_triggers_exactly_one_retrain_that_is_promoted(tmp_path):
-    loop = Loop(tmp_path)
+def test_persona_shift_triggers_exactly_one_retrain_that_is_promoted(tmp_path, completed_pipeline):
+    loop = Loop(tmp_path, completed_pipeline)
     champion = _publication(loop.harness)["version"]
     result = loop.deliver("persona_shift", 1, strength=0.8)
     assert result.success, failure_lines(result)  # drift does not fail the batch: it is still scored
@@ -162,8 +161,8 @@ def again_no_request(loop) -> bool:
     return requests == []
 
 
-def test_a_retrain_after_a_failed_quality_check_never_trains_on_the_bad_batch(tmp_path):
-    loop = Loop(tmp_path)
+def test_a_retrain_after_a_failed_quality_check_never_trains_on_the_bad_batch(tmp_path, completed_pipeline):
+    loop = Loop(tmp_path, completed_pipeline)
     before, champion = _publication(loop.harness), _publication(loop.harness)["version"]
     # Valid codes but another population: it passes ingestion, then fails distribution sanity.
     folder = loop.harness.settings.incoming_dir / "caravan"

@@ -7,6 +7,7 @@ case's dbt models sit under its key prefix next to its Python assets, and dbt te
 import os
 import shutil
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -87,11 +88,29 @@ def _build_dbt_step(name: str, select: str, description: str) -> dg.AssetsDefini
     return dbt_step
 
 
-# Two dbt steps, so that the staging data-quality checks (blocking) can stop a bad load before it
-# reaches the customer history and the feature marts.
-dbt_staging = _build_dbt_step(
-    "dbt_staging", "tag:staging", "Seeds and staging views of the latest load (typed, usable rows)."
-)
-dbt_marts = _build_dbt_step(
-    "dbt_marts", "tag:marts", "Customer history (incremental) and feature marts, after the staging checks passed."
-)
+def _selection(tag: str, schemas: tuple[str, ...]) -> str:
+    """dbt selection of the nodes with `tag` in the given use cases' schemas (comma: and; space: or)."""
+    return " ".join(f"tag:{tag},config.schema:{schema}" for schema in schemas)
+
+
+@cache
+def build_dbt_steps(schemas: tuple[str, ...]) -> tuple[dg.AssetsDefinition, dg.AssetsDefinition]:
+    """The dbt models, seeds and tests of these use cases (their schemas), as two steps.
+
+    Two dbt steps, so that the staging data-quality checks (blocking) can stop a bad load before it
+    reaches the customer history and the feature marts. Built on demand (reading the manifest and
+    selecting nodes costs about a second) and only for the use cases a process loads; the step
+    names are the same whichever use cases they hold.
+    """
+    return (
+        _build_dbt_step(
+            "dbt_staging",
+            _selection("staging", schemas),
+            "Seeds and staging views of the latest load (typed, usable rows).",
+        ),
+        _build_dbt_step(
+            "dbt_marts",
+            _selection("marts", schemas),
+            "Customer history (incremental) and feature marts, after the staging checks passed.",
+        ),
+    )
