@@ -100,8 +100,8 @@ def _serving_config(home, full_key: str, lookup_key: str, **overrides) -> Path:
 
 @contextmanager
 def _serving(completed_pipeline, home: Path, use_cases=None, **config_overrides):
-    """A copy of the session's completed pipeline (never changed itself) and a service over it."""
-    shutil.copytree(completed_pipeline.settings.home, home)
+    """A copy of the session's completed pipeline, as its first run left it, and a service over it."""
+    shutil.copytree(completed_pipeline.pristine_home, home)
     harness = make_harness(home, use_cases=use_cases)
     full_key, lookup_key = new_api_key(), new_api_key()
     config = _serving_config(home, full_key, lookup_key, **config_overrides)
