@@ -69,7 +69,11 @@ STAGING_SQL = """
            cast(digital_logins_per_month as integer) as digital_logins_per_month,
            cast(has_mortgage as integer) as has_mortgage,
            cast(has_investment_account as integer) as has_investment_account,
-           cast(salary_account as integer) as salary_account, cast(bought_product_a as integer) as bought_product_a,
+           cast(salary_account as integer) as salary_account,
+           cast(interest_rate as double) as interest_rate, cast(unemployment_rate as double) as unemployment_rate,
+           cast(consumer_confidence as double) as consumer_confidence,
+           cast(contact_month as integer) as contact_month, cast(contact_weekday as integer) as contact_weekday,
+           cast(bought_product_a as integer) as bought_product_a,
            _outlier_columns as outlier_columns, _load_id as load_id, _loaded_at as loaded_at
     from swiss_bank.raw_customers where _quarantine_reason is null
 """

@@ -2,6 +2,7 @@
 
     mlops run [--use-case caravan] [--source FILE --format csv|parquet]
     mlops replay --scenario persona_shift --batch 1 [--strength 0.8]   next simulated batch
+    mlops replay --use-case swiss_bank --scenario regime_change|seasonal --batch 1
     mlops batch --customers FILE [--outcomes FILE]   a batch: load, check, score, publish, monitor
     mlops retrain [--reason TEXT]
     mlops synthetic --customers 1000000 [--persona-shift 0.5]   synthetic Swiss bank customers
@@ -11,6 +12,7 @@
     mlops rollback --version V --actor NAME [--comment TEXT]
     mlops model-card --version V
     mlops audit --customer ID [--date YYYY-MM-DD]
+    mlops review accept|reject --load ID --by NAME --why TEXT   decide on a batch held for review
     mlops quality-suites                           regenerate the Great Expectations suites
     mlops serve [--host 127.0.0.1] [--port 8080]   the scoring service (README "Scoring service")
 
@@ -150,8 +152,10 @@ def replay(args: argparse.Namespace) -> int:
         seed=args.seed,
         strength=args.strength,
         ramp_batches=args.ramp,
+        change_batch=args.change_batch,
         bug=args.bug,
         with_outcomes=not args.no_outcomes,
+        generator=use_case.replay,
     )
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -279,6 +283,38 @@ Published {row.published_at} (publication {row.publication_id})
     return 0
 
 
+def review_batch(args: argparse.Namespace) -> int:
+    """Accept or reject a batch held by the drift policy; an accepted batch is loaded and admitted."""
+    from mlops_assets.defs.jobs import batch_job_name, trigger_tags
+    from mlops_assets.ingestion import export_ingestion_config
+    from mlops_assets.review import ACCEPTED, REJECTED, ReviewError, decide
+    from mlops_assets.settings import Settings
+    from mlops_assets.use_cases import get_use_case
+    from mlops_assets.warehouse import warehouse_connection
+
+    use_case = get_use_case(args.use_case)
+    decision = ACCEPTED if args.action == "accept" else REJECTED
+    try:
+        with warehouse_connection(str(Settings.from_env().duckdb_path)) as connection:
+            source_file, _ = decide(connection, use_case.name, args.load, decision, args.by, args.why)
+    except ReviewError as error:
+        print(f"review not recorded: {error}", file=sys.stderr)
+        return 1
+    print(f"load {args.load}: {decision} by {args.by} ({args.why})")
+    if decision == REJECTED:
+        return 0
+    ops = {
+        f"{use_case.name}__raw_customers": {"config": export_ingestion_config(Path(source_file))},
+        f"{use_case.name}__raw_outcomes": {"config": {"outcomes_path": ""}},
+    }
+    tags = trigger_tags("manual", {"command": "mlops review accept", "load_id": args.load})
+    result = _execute(batch_job_name(use_case), {"ops": ops}, tags)
+    if not result.success:
+        return 1
+    print(_published_summary(use_case.name, result.run_id))
+    return 0
+
+
 def generate_quality_suites(args: argparse.Namespace) -> int:
     import duckdb
 
@@ -318,12 +354,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--format", choices=["csv", "parquet"], help="format of --source")
     command("models", list_models, "list every model with its status, metrics and latest decision")
     replay_command = command("replay", replay, "write the next simulated batch into the incoming folder")
-    replay_command.add_argument("--scenario", choices=["stationary", "persona_shift", "data_bug"], required=True)
+    replay_command.add_argument(
+        "--scenario",
+        choices=["stationary", "persona_shift", "data_bug", "regime_change", "seasonal"],
+        required=True,
+        help="regime_change and seasonal: --use-case swiss_bank (macro and calendar columns)",
+    )
     replay_command.add_argument("--batch", type=int, required=True, help="batch number (1, 2, ...)")
     replay_command.add_argument("--size", type=int, default=2000)
     replay_command.add_argument("--seed", type=int, default=0)
     replay_command.add_argument("--strength", type=float, default=0.5, help="persona_shift strength in [0, 1]")
-    replay_command.add_argument("--ramp", type=int, default=1, help="persona_shift reaches --strength at this batch")
+    replay_command.add_argument("--ramp", type=int, default=1, help="the shift reaches --strength after N batches")
+    replay_command.add_argument("--change-batch", type=int, default=1, help="regime_change: first changed batch")
     replay_command.add_argument("--bug", choices=["empty_column", "unit_change"], default="empty_column")
     replay_command.add_argument("--no-outcomes", action="store_true", help="do not write the batch's outcomes")
     synthetic = command("synthetic", generate_synthetic, "generate synthetic Swiss bank customers (Parquet)")
@@ -346,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     audit_command = command("audit", audit, "every score published for a customer, with the full chain")
     audit_command.add_argument("--customer", required=True)
     audit_command.add_argument("--date", help="only scores published on this date (YYYY-MM-DD)")
+    review = command("review", review_batch, "accept or reject a batch held by the drift policy `review`")
+    review.add_argument("action", choices=["accept", "reject"])
+    review.add_argument("--load", required=True, help="the held load id (see the batch_held alert)")
+    review.add_argument("--by", required=True, help="your name, recorded in batch_reviews")
+    review.add_argument("--why", required=True, help="why, recorded in batch_reviews")
     suites = command(
         "quality-suites",
         generate_quality_suites,

@@ -27,25 +27,14 @@ from mlops_assets.defs.monitoring import build_monitoring_assets
 from mlops_assets.defs.quality import build_quality_checks
 from mlops_assets.defs.replay import build_replay_job
 from mlops_assets.defs.resources import build_resources
+from mlops_assets.defs.review import build_drift_policy_checks, build_review_job
 from mlops_assets.defs.scoring import build_scoring_assets
 from mlops_assets.defs.serving import build_serving_assets, build_serving_jobs
 from mlops_assets.defs.training import build_training_assets
+from mlops_assets.defs.triggers import retrain_trigger_checks
 from mlops_assets.settings import Settings
 from mlops_assets.use_cases import UseCase, all_use_cases
 from sensors import build_incoming_files_sensor, build_retraining_sensor
-
-
-def monitored_check_keys(use_case: UseCase, definitions: list) -> list[dg.AssetCheckKey]:
-    """The checks whose failure calls for retraining: data quality of raw, staged and mart data,
-    drift, realized performance (not warnings such as extra columns, not the score table's checks)."""
-    watched_assets = {"raw_customers", "stg_customers", use_case.feature_mart, "drift_report", "model_performance"}
-    return [
-        key
-        for definition in definitions
-        if isinstance(definition, dg.AssetChecksDefinition)
-        for key in definition.check_keys
-        if key.asset_key.path[-1] in watched_assets and key.name != "no_extra_columns"
-    ]
 
 
 def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase, ...] | None = None) -> dg.Definitions:
@@ -56,7 +45,7 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
     assets, checks, jobs, schedules, sensors = [*build_dbt_steps(tuple(u.name for u in use_cases))], [], [], [], []
     for use_case in use_cases:
         quality_checks = build_quality_checks(use_case)
-        monitoring = build_monitoring_assets(use_case)
+        monitoring = [*build_monitoring_assets(use_case), *build_drift_policy_checks(use_case)]
         for definition in (
             *build_ingestion_assets(use_case),
             *build_training_assets(use_case),
@@ -69,6 +58,8 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
             (checks if isinstance(definition, dg.AssetChecksDefinition) else assets).append(definition)
         operational = {job.name: job for job in build_operational_jobs(use_case)}
         jobs += [build_pipeline_job(use_case), *build_model_decision_jobs(use_case), *operational.values()]
+        if use_case.monitoring.drift_policy == "review":
+            jobs.append(build_review_job(use_case))
         if use_case.replay:
             jobs.append(build_replay_job(use_case))
         schedules += build_schedules(use_case)
@@ -85,7 +76,8 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
             build_retraining_sensor(
                 use_case.name,
                 operational[retrain_job_name(use_case)],
-                monitored_check_keys(use_case, [*quality_checks, *monitoring]),
+                # Declared on the checks themselves (spec metadata), see defs/triggers.py.
+                retrain_trigger_checks([*quality_checks, *monitoring]),
                 use_case.monitoring.retrain_cooldown_minutes,
             ),
         ]

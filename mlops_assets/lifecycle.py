@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.artifacts import ModelArtifact
-from mlops_assets.ml.evaluation import calibration_table, classification_metrics, decile_table
+from mlops_assets.ml.calibration import is_calibrated, reliability_table
+from mlops_assets.ml.datasets import out_of_time_customers
+from mlops_assets.ml.evaluation import classification_metrics, decile_table
 from mlops_assets.ml.fairness import evaluate_fairness, fairness_table
 from mlops_assets.ml.model_card import render_model_card
-from mlops_assets.ml.promotion import REJECT, Decision, decide
+from mlops_assets.ml.promotion import REJECT, Decision, decide, paired_bootstrap
 from mlops_assets.registry import (
     RegistryError,
     latest_validation,
@@ -23,7 +26,18 @@ from mlops_assets.registry import (
 )
 from mlops_assets.use_cases import UseCase
 
-MIN_RECENT_ROWS = 200
+COMPARED_METRICS = (
+    "top_decile_lift",
+    "top_decile_capture_rate",
+    "top_20pct_capture_rate",
+    "pr_auc",
+    "roc_auc",
+    "brier_score",
+    "base_rate_brier",
+    "ece",
+    "mean_score",
+    "realized_rate",
+)
 
 
 @dataclass
@@ -38,6 +52,20 @@ def _records(frame: pd.DataFrame | None) -> list[dict]:
     return [] if frame is None else json.loads(frame.to_json(orient="records"))
 
 
+def _evaluation_set(use_case: UseCase, training_set: pd.DataFrame, is_test: np.ndarray) -> tuple[str, np.ndarray, str]:
+    """(name, row mask, description) of the customers that decide: out-of-time when possible."""
+    target = use_case.target
+    mask, description = out_of_time_customers(training_set, target, use_case.time)
+    if mask is not None:
+        return "out_of_time", mask, description
+    buyers = int(training_set.loc[is_test, target].sum())
+    return (
+        "random_split",
+        is_test,
+        f"the random test split ({int(is_test.sum())} customers, {buyers} buyers; {description})",
+    )
+
+
 def validate_challenger(
     use_case: UseCase,
     challenger: ModelArtifact,
@@ -45,72 +73,62 @@ def validate_challenger(
     training_set: pd.DataFrame,
     run_id: str,
 ) -> Validation:
-    """Evaluate challenger and champion on the same held-out customers (the test split) and decide.
+    """Evaluate challenger and champion on the same held-out customers and decide.
 
-    Splits hash customer ids with a fixed seed, so a test customer of this training set was never in
-    the champion's training split either (unless their label changed).
+    The decision set is the newest labelled period's test customers once there is more than one
+    period (out-of-time), else the random test split; the random test split is always reported as a
+    second view. Splits are drawn per period with a fixed seed, so no model trained on either set.
     """
-    target = use_case.target
+    target, policy = use_case.target, use_case.promotion
     is_test = (training_set["split"] == "test").to_numpy()
+    set_name, in_decision, set_description = _evaluation_set(use_case, training_set, is_test)
+    labels = training_set[target].to_numpy()
+    all_scores = challenger.predict(training_set)  # once: test split, decision set, population table
     test = training_set[is_test]
-    y_test = test[target].to_numpy()
-    all_scores = challenger.predict(training_set)  # once: the test split and the population table
-    challenger_scores = all_scores[is_test]
+    y_test, challenger_scores = labels[is_test], all_scores[is_test]
     metrics = classification_metrics(y_test, challenger_scores)
-    champion_metrics, champion_note = None, ""
+    decision_metrics = classification_metrics(labels[in_decision], all_scores[in_decision])
+    champion_metrics = champion_decision_metrics = paired = None
+    champion_note, champion_decision_scores = "", None
     if champion is not None:
         try:
-            champion_metrics = classification_metrics(y_test, champion.predict(test))
+            champion_test_scores = champion.predict(test)
         except KeyError as error:
             champion_note = f"champion {champion.model_version} cannot score the evaluation data: {error}"
-
-    recent_metrics = None
-    latest_load = training_set["load_id"].max()
-    recent = test[test["load_id"] == latest_load]
-    if training_set["load_id"].nunique() > 1 and len(recent) >= MIN_RECENT_ROWS and recent[target].nunique() == 2:
-        recent_scores = all_scores[is_test & (training_set["load_id"] == latest_load).to_numpy()]
-        recent_metrics = classification_metrics(recent[target].to_numpy(), recent_scores)
-
-    fairness_passed, fairness_reasons, fairness_summary = True, [], "No fairness gate configured."
-    fairness_record: dict = {}
-    gated_table = population_table = None
-    if use_case.fairness:
-        spec = use_case.fairness
-        bounds = spec.model_copy()
-        result = evaluate_fairness(y_test, challenger_scores, test[spec.attribute], bounds, attribute=spec.attribute)
-        gated_table = result.table
-        population_table = fairness_table(
-            training_set[target].to_numpy(),
-            all_scores,
-            training_set[spec.attribute],
-            spec.top_share,
-            spec.min_group_size,
-        )
-        fairness_passed, fairness_reasons = result.passed, result.reasons
-        fairness_summary = (
-            f"Attribute `{spec.attribute}`, top {spec.top_share:.0%} by score, test split: selection-rate ratio "
-            f"{result.demographic_parity_ratio:.2f} (bound {spec.min_selection_rate_ratio}), true-positive-rate "
-            f"ratio {result.equal_opportunity_ratio:.2f} (bound {spec.min_tpr_ratio}). "
-            + ("Passed. " if result.passed else "FAILED: " + "; ".join(result.reasons) + ". ")
-            + " ".join(result.notes)
-        )
-        fairness_record = {
-            "attribute": spec.attribute,
-            "passed": result.passed,
-            "demographic_parity_ratio": result.demographic_parity_ratio,
-            "equal_opportunity_ratio": result.equal_opportunity_ratio,
-            "reasons": result.reasons,
-            "notes": result.notes,
-            "bounds": bounds.model_dump(),
-        }
-
+        else:
+            champion_metrics = classification_metrics(y_test, champion_test_scores)
+            champion_decision_scores = champion_test_scores[in_decision[is_test]]
+            champion_decision_metrics = classification_metrics(labels[in_decision], champion_decision_scores)
+            compared = [policy.primary_metric, *(["roc_auc"] if policy.primary_metric != "roc_auc" else [])]
+            paired = paired_bootstrap(
+                labels[in_decision],
+                all_scores[in_decision],
+                champion_decision_scores,
+                compared,
+                {m: (decision_metrics[m], champion_decision_metrics[m]) for m in compared},
+                resamples=policy.bootstrap_samples,
+                confidence=policy.confidence,
+                seed=use_case.split.seed,
+            )
+    calibration_passed, calibration_summary = is_calibrated(decision_metrics, policy.max_ece, policy.max_mean_score_gap)
+    if not calibration_passed and champion_decision_metrics is not None:
+        # Under drift neither model may be calibrated on the present; the challenger must then not be
+        # worse calibrated than the model in production.
+        champion_brier = champion_decision_metrics["brier_score"]
+        if decision_metrics["brier_score"] <= champion_brier:
+            calibration_passed = True
+            calibration_summary += f", but Brier not above the champion's {champion_brier:.4f} on the same customers"
+    fairness = _fairness(use_case, training_set, test, challenger_scores, all_scores)
     decision = decide(
-        metrics,
-        champion_metrics,
+        decision_metrics,
+        paired,
         min_roc_auc=use_case.thresholds.min_test_roc_auc,
-        fairness_passed=fairness_passed,
-        fairness_reasons=fairness_reasons,
-        policy=use_case.promotion,
+        calibration_passed=calibration_passed,
+        calibration_summary=calibration_summary,
+        fairness_passed=fairness.passed,
+        fairness_reasons=fairness.reasons,
+        policy=policy,
+        evaluation_set=set_description,
     )
     if champion is not None and champion.sha256 == challenger.sha256:
         # Same data and parameters give the same trees: nothing to promote (e.g. a retrain after a
@@ -118,37 +136,101 @@ def validate_challenger(
         decision = Decision(REJECT, [f"identical to the champion {champion.model_version} (same sha256)"], {})
     if champion_note:
         decision.reasons.append(champion_note)
-    primary = use_case.promotion.primary_metric
+    primary = policy.primary_metric
     comparison = pd.DataFrame(
         [
-            {"metric": key, "challenger": metrics[key], "champion": (champion_metrics or {}).get(key)}
-            for key in ("roc_auc", "pr_auc", "top_decile_lift", "top_decile_capture_rate", "brier_score")
+            {
+                "metric": key,
+                "challenger": decision_metrics[key],
+                "champion": (champion_decision_metrics or {}).get(key),
+                "challenger (random split)": metrics[key],
+                "champion (random split)": (champion_metrics or {}).get(key),
+            }
+            for key in COMPARED_METRICS
         ]
     )
+    y_decision = labels[in_decision]
+    reliability = {"challenger": _records(reliability_table(y_decision, all_scores[in_decision]))}
+    if champion_decision_scores is not None:
+        reliability["champion"] = _records(reliability_table(y_decision, champion_decision_scores))
     record = {
         "model_version": challenger.model_version,
         "champion_version": champion.model_version if champion else None,
         "primary_metric": primary,
-        "challenger_value": metrics[primary],
-        "champion_value": (champion_metrics or {}).get(primary),
-        "tolerance": use_case.promotion.tolerance,
+        "challenger_value": decision_metrics[primary],
+        "champion_value": (champion_decision_metrics or {}).get(primary),
+        "difference": paired[primary].difference if paired else None,
+        "difference_low": paired[primary].low if paired else None,
+        "difference_high": paired[primary].high if paired else None,
+        "tolerance": policy.tolerance,
         "decision": decision.action,
         "reasons": decision.reasons,
+        "evaluation_set": set_description,
         "metrics": metrics,
         "champion_metrics": champion_metrics,
-        "recent_metrics": recent_metrics,
-        "fairness": fairness_record,
-        "report": {
-            "deciles": _records(decile_table(y_test, challenger_scores)),
-            "calibration": _records(calibration_table(y_test, challenger_scores)),
-            "fairness_table": _records(gated_table),
-            "population_fairness_table": _records(population_table),
-            "fairness_summary": fairness_summary,
+        "recent_metrics": decision_metrics if set_name == "out_of_time" else None,
+        "comparison": {
+            "set": set_name,
+            "description": set_description,
+            "challenger": decision_metrics,
+            "champion": champion_decision_metrics,
+            "paired": {m: d.as_dict() for m, d in (paired or {}).items()},
+            "calibration_guard": {"passed": calibration_passed, "summary": calibration_summary},
+            "reliability": reliability,
         },
-        "evaluation_rows": len(test),
+        "fairness": fairness.record,
+        "report": {
+            "deciles": _records(decile_table(y_decision, all_scores[in_decision])),
+            "calibration": reliability["challenger"],
+            "fairness_table": _records(fairness.gated_table),
+            "population_fairness_table": _records(fairness.population_table),
+            "fairness_summary": fairness.summary,
+        },
+        "evaluation_rows": int(in_decision.sum()),
         "dagster_run_id": run_id,
     }
-    return Validation(decision, record, comparison, fairness_summary)
+    return Validation(decision, record, comparison, fairness.summary)
+
+
+@dataclass
+class _Fairness:
+    passed: bool = True
+    reasons: list = field(default_factory=list)
+    summary: str = "No fairness gate configured."
+    record: dict = field(default_factory=dict)
+    gated_table: pd.DataFrame | None = None
+    population_table: pd.DataFrame | None = None
+
+
+def _fairness(use_case, training_set, test, challenger_scores, all_scores) -> _Fairness:
+    """The fairness gate on the test split and the per-group table on all labelled customers."""
+    if not use_case.fairness:
+        return _Fairness()
+    target, spec = use_case.target, use_case.fairness
+    bounds = spec.model_copy()
+    result = evaluate_fairness(
+        test[target].to_numpy(), challenger_scores, test[spec.attribute], bounds, attribute=spec.attribute
+    )
+    population_table = fairness_table(
+        training_set[target].to_numpy(), all_scores, training_set[spec.attribute], spec.top_share, spec.min_group_size
+    )
+    summary = (
+        f"Attribute `{spec.attribute}`, top {spec.top_share:.0%} by score, test split: selection-rate ratio "
+        f"{result.demographic_parity_ratio:.2f} (bound {spec.min_selection_rate_ratio}), true-positive-rate "
+        f"ratio {result.equal_opportunity_ratio:.2f} (bound {spec.min_tpr_ratio}). "
+        + ("Passed. " if result.passed else "FAILED: " + "; ".join(result.reasons) + ". ")
+        + " ".join(result.notes)
+    )
+    record = {
+        "attribute": spec.attribute,
+        "passed": result.passed,
+        "demographic_parity_ratio": result.demographic_parity_ratio,
+        "equal_opportunity_ratio": result.equal_opportunity_ratio,
+        "reasons": result.reasons,
+        "notes": result.notes,
+        "bounds": bounds.model_dump(),
+    }
+    return _Fairness(result.passed, result.reasons, summary, record, result.table, population_table)
 
 
 @dataclass
@@ -317,4 +399,8 @@ def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_v
         ),
         status_events=status_history(connection, schema, model_version),
         limitations=limitations,
+        comparison=json.loads(validation["comparison"])
+        if validation is not None and isinstance(validation.get("comparison"), str)
+        else None,
+        calibration_map=artifact.calibration,
     )

@@ -33,7 +33,7 @@ _TABLES = {
         model_version varchar primary key, use_case varchar, target varchar, model_text varchar,
         sha256 varchar, features varchar, params varchar, metrics varchar, trained_at timestamp,
         score_offset double, best_iteration integer, training_set_fingerprint varchar, lineage varchar,
-        reference_profile varchar, registered_at timestamp
+        reference_profile varchar, calibration varchar, registered_at timestamp
     """,
     "model_status_events": """
         event_seq bigint, model_version varchar, status varchar, actor varchar, reason varchar,
@@ -47,6 +47,12 @@ _TABLES = {
         validated_at timestamp
     """,
     "model_cards": "model_version varchar, card_markdown varchar, created_at timestamp",
+    # Every trial of the cross-validated hyperparameter search (ml/search.py), like an experiment tracker.
+    "model_search_trials": """
+        model_version varchar, dagster_run_id varchar, trial integer, params varchar, cv_metric varchar,
+        cv_mean double, cv_std double, best_rounds integer, folds integer, search_rows bigint, seconds double,
+        is_best boolean, recorded_at timestamp
+    """,
     "alerts": """
         alert_id varchar, kind varchar, severity varchar, message varchar, details varchar,
         dagster_run_id varchar, raised_at timestamp
@@ -62,10 +68,37 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+# Columns added after a table was first created: warehouses from older versions get them on start.
+_ADDED_COLUMNS = {
+    "model_registry": ["calibration varchar"],
+    "model_validations": [
+        "evaluation_set varchar",
+        "difference double",
+        "difference_low double",
+        "difference_high double",
+        "comparison varchar",
+    ],
+}
+
+
 def ensure_tables(connection: duckdb.DuckDBPyConnection, schema: str) -> None:
     connection.execute(f"create schema if not exists {schema}")
     for table, columns in _TABLES.items():
         connection.execute(f"create table if not exists {schema}.{table} ({columns})")
+    for table, added in _ADDED_COLUMNS.items():
+        for column in added:
+            connection.execute(f"alter table {schema}.{table} add column if not exists {column}")
+
+
+def record_search_trials(
+    connection: duckdb.DuckDBPyConnection, schema: str, model_version: str, run_id: str, trials: pd.DataFrame
+) -> None:
+    """Append the search's trials (one row each: params as JSON, CV metric, rounds, time)."""
+    ensure_tables(connection, schema)
+    rows = trials.assign(model_version=model_version, dagster_run_id=run_id, recorded_at=_now())
+    connection.register("trial_rows", rows)
+    connection.execute(f"insert into {schema}.model_search_trials by name select * from trial_rows")
+    connection.unregister("trial_rows")
 
 
 def register_model(connection: duckdb.DuckDBPyConnection, schema: str, artifact: ModelArtifact, run_id: str) -> bool:
@@ -166,7 +199,7 @@ def promote(
 def record_validation(connection: duckdb.DuckDBPyConnection, schema: str, validation: dict) -> None:
     ensure_tables(connection, schema)
     row = {"validation_id": uuid.uuid4().hex, "validated_at": _now(), **validation}
-    for key in ("reasons", "metrics", "champion_metrics", "recent_metrics", "fairness", "report"):
+    for key in ("reasons", "metrics", "champion_metrics", "recent_metrics", "fairness", "report", "comparison"):
         row[key] = json.dumps(row.get(key), default=str, sort_keys=True)
     connection.register("validation_row", pd.DataFrame([row]))
     connection.execute(f"insert into {schema}.model_validations by name select * from validation_row")
@@ -197,7 +230,9 @@ def status_history(
 
 
 def models_overview(connection: duckdb.DuckDBPyConnection, schema: str) -> pd.DataFrame:
-    """Every model with its current status, test metrics and latest validation decision."""
+    """Every model with its current status and its latest validation: the primary metric of the model
+    and of the champion it was compared with, on the same customers (`evaluation_set` says which),
+    the difference and its bootstrap interval, and the decision."""
     return connection.execute(
         f"""
         with status as (
@@ -206,14 +241,16 @@ def models_overview(connection: duckdb.DuckDBPyConnection, schema: str) -> pd.Da
             from {schema}.model_status_events
         ),
         validation as (
-            select model_version, decision, champion_version,
-                   row_number() over (partition by model_version order by validated_at desc) as latest
+            select *, row_number() over (partition by model_version order by validated_at desc) as latest
             from {schema}.model_validations
         )
         select r.model_version, s.status, s.actor as status_by, s.changed_at as status_at, r.trained_at,
-               round(cast(json_extract(r.metrics, '$.roc_auc') as double), 4) as test_roc_auc,
-               round(cast(json_extract(r.metrics, '$.top_decile_lift') as double), 2) as test_top_decile_lift,
                v.decision, v.champion_version as compared_with,
+               coalesce(json_extract_string(v.comparison, '$.set'), 'random_split') as evaluation_set,
+               v.evaluation_rows as evaluation_customers, v.primary_metric,
+               round(v.challenger_value, 4) as value, round(v.champion_value, 4) as champion_value,
+               round(v.difference, 4) as difference, round(v.difference_low, 4) as ci_low,
+               round(v.difference_high, 4) as ci_high,
                json_extract_string(r.lineage, '$.trigger') as trigger
         from {schema}.model_registry r
         left join status s on s.model_version = r.model_version and s.latest = 1

@@ -1,4 +1,7 @@
-"""Replaying the bundled customers as batches over time, for the monitoring and retraining loop.
+"""Replaying customers as batches over time, for the monitoring and retraining loop (drills, tests,
+benchmarks). Two generators: `caravan` resamples the bundled customers; `swiss_bank` draws new
+customers from the synthetic bank (mlops_assets/synthetic/swiss_bank.py), which has macro indicators
+and calendar features.
 
 Each batch is a customer export (the 85 source columns plus a `customer_id`) and, separately, the
 campaign outcomes for those customers, which in production arrive later and flow back as labels.
@@ -10,7 +13,12 @@ Scenarios:
   buyers (40+, car-policy holders) fade. `strength` in [0, 1] sets how far; at 0 the batch has the
   same distribution as `stationary`.
 - `data_bug`: a stationary batch with a broken export: one column blank (`empty_column`) or a
-  contribution class multiplied by ten (`unit_change`).
+  column multiplied by ten (`unit_change`; caravan: a contribution class, swiss_bank: the balance).
+- `regime_change` (swiss_bank): from batch `change_batch` on, an economic regime change moves the
+  interest rate, unemployment and consumer confidence of every customer together and changes who
+  buys (`strength` = how far, reached after `ramp_batches`). Each batch is one calendar month.
+- `seasonal` (swiss_bank): stationary customers, but each batch is one calendar month
+  (contact_month, batch 1 = January): only the seasonal features shift.
 
 Everything is a function of (scenario, batch_number, seed, strength, bug, size); no Dagster here.
 """
@@ -25,9 +33,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SCENARIOS = ("stationary", "persona_shift", "data_bug")
+SCENARIOS = ("stationary", "persona_shift", "data_bug", "regime_change", "seasonal")
+CARAVAN_SCENARIOS = ("stationary", "persona_shift", "data_bug")
+GENERATORS = ("caravan", "swiss_bank")
 BUGS = ("empty_column", "unit_change")
 DEFAULT_BUG_COLUMNS = {"empty_column": "MGEMLEEF", "unit_change": "PPERSAUT"}
+SWISS_BANK_BUG_COLUMNS = {"empty_column": "balance_chf", "unit_change": "balance_chf"}
+SWISS_BANK_TARGET = "bought_product_a"
+# Batch b's customers are rows b * ID_STRIDE + 1 ... of the synthetic population: new customers,
+# ids unique across batches and apart from the initial export's 1 ... n.
+ID_STRIDE = 10_000_000
 
 TARGET = "Purchase"
 ID_COLUMN = "customer_id"
@@ -108,8 +123,11 @@ def make_batch(
     `source` is the bundled table (source columns plus Purchase Yes/No); a `customer_id` column in
     it is ignored. `strength` applies to persona_shift, `bug` and `bug_column` to data_bug.
     """
-    if scenario not in SCENARIOS:
-        raise ValueError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    if scenario not in CARAVAN_SCENARIOS:
+        raise ValueError(
+            f"unknown scenario {scenario!r} for the caravan replay; expected one of {', '.join(CARAVAN_SCENARIOS)} "
+            "(regime_change and seasonal need macro and calendar columns: use the swiss_bank replay)"
+        )
     if batch_number < 0 or size < 1:
         raise ValueError("batch_number must be >= 0 and size >= 1")
     if not 0.0 <= strength <= 1.0:
@@ -161,8 +179,8 @@ def break_export(customers: pd.DataFrame, bug: str, column: str | None = None) -
     return broken
 
 
-def write_batch(batch: ReplayBatch, directory: Path) -> dict[str, Path]:
-    """Write `customers_<batch>.csv` and `outcomes_<batch>.csv` in the bundled file's CSV format.
+def write_batch(batch: ReplayBatch, directory: Path, customers_format: str = "csv") -> dict[str, Path]:
+    """Write `customers_<batch>.csv|parquet` and `outcomes_<batch>.csv` (CSV in the bundled file's format).
 
     Each file is written under a hidden temporary name and renamed, so a sensor watching the folder
     never sees half a file.
@@ -171,11 +189,15 @@ def write_batch(batch: ReplayBatch, directory: Path) -> dict[str, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = {}
     for name, frame in (("customers", batch.customers), ("outcomes", batch.outcomes)):
-        path = directory / f"{name}_{batch.batch_number:04d}.csv"
+        suffix = customers_format if name == "customers" else "csv"
+        path = directory / f"{name}_{batch.batch_number:04d}.{suffix}"
         temporary = directory / f".{path.name}.{os.getpid()}.tmp"
         try:
-            with open(temporary, "w", newline="", encoding="utf-8") as out:
-                frame.to_csv(out, index=False, lineterminator="\n")
+            if suffix == "parquet":
+                frame.to_parquet(temporary, index=False)
+            else:
+                with open(temporary, "w", newline="", encoding="utf-8") as out:
+                    frame.to_csv(out, index=False, lineterminator="\n")
             os.replace(temporary, path)
         except BaseException:
             temporary.unlink(missing_ok=True)
@@ -192,6 +214,64 @@ def ramped_strength(strength: float, batch_number: int, ramp_batches: int) -> fl
     return strength * min(1.0, batch_number / ramp_batches)
 
 
+def batch_month(batch_number: int) -> int:
+    """The calendar month of a batch in the month-by-month scenarios: batch 1 = January."""
+    return (batch_number - 1) % 12 + 1
+
+
+def regime_strength(strength: float, batch_number: int, change_batch: int, ramp_batches: int) -> float:
+    """regime_change: 0 before `change_batch`, then growing to `strength` over `ramp_batches` batches."""
+    if batch_number < change_batch:
+        return 0.0
+    return strength * min(1.0, (batch_number - change_batch + 1) / max(ramp_batches, 1))
+
+
+def make_swiss_bank_batch(
+    scenario: str,
+    *,
+    batch_number: int,
+    size: int = 2000,
+    seed: int = 0,
+    strength: float = 0.5,
+    ramp_batches: int = 1,
+    change_batch: int = 1,
+    bug: str = "empty_column",
+    bug_column: str | None = None,
+) -> ReplayBatch:
+    """The next batch of new synthetic bank customers (export without the target) and their outcomes."""
+    from mlops_assets.synthetic.swiss_bank import iter_customers
+
+    if scenario not in SCENARIOS:
+        raise ValueError(f"unknown scenario {scenario!r}; expected one of {', '.join(SCENARIOS)}")
+    if batch_number < 1 or size < 1:
+        raise ValueError("batch_number and size must be >= 1")
+    if not 0.0 <= strength <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
+    month = batch_month(batch_number) if scenario in ("regime_change", "seasonal") else None
+    regime = regime_strength(strength, batch_number, change_batch, ramp_batches) if scenario == "regime_change" else 0.0
+    persona = ramped_strength(strength, batch_number, ramp_batches) if scenario == "persona_shift" else 0.0
+    frame = pd.concat(
+        iter_customers(
+            size,
+            seed=seed,
+            chunk_size=size,
+            persona_shift=persona,
+            id_offset=batch_number * ID_STRIDE,
+            regime=regime,
+            month=month,
+        ),
+        ignore_index=True,
+    )
+    outcomes = pd.DataFrame(
+        {ID_COLUMN: frame[ID_COLUMN], SWISS_BANK_TARGET: np.where(frame[SWISS_BANK_TARGET], "true", "false")}
+    )
+    customers = frame.drop(columns=[SWISS_BANK_TARGET])
+    if scenario == "data_bug":
+        column = bug_column or SWISS_BANK_BUG_COLUMNS.get(bug)
+        customers = break_export(customers, bug, column)
+    return ReplayBatch(customers=customers, outcomes=outcomes, batch_number=batch_number, scenario=scenario)
+
+
 def write_replay_files(
     source_path: Path,
     directory: Path,
@@ -202,22 +282,44 @@ def write_replay_files(
     seed: int = 0,
     strength: float = 0.5,
     ramp_batches: int = 1,
+    change_batch: int = 1,
     bug: str = "empty_column",
     bug_column: str | None = None,
     with_outcomes: bool = True,
+    generator: str = "caravan",
 ) -> dict[str, Path]:
-    """Write the next batch (and, unless told not to, its outcomes) into an incoming folder."""
-    batch = make_batch(
-        read_source(source_path),
-        scenario,
-        batch_number=batch_number,
-        size=size,
-        seed=seed,
-        strength=ramped_strength(strength, batch_number, ramp_batches),
-        bug=bug,
-        bug_column=bug_column or None,
-    )
-    paths = write_batch(batch, directory)
+    """Write the next batch (and, unless told not to, its outcomes) into an incoming folder.
+
+    `generator`: `caravan` resamples the export at `source_path`; `swiss_bank` draws new synthetic
+    customers (`source_path` unused) and writes the export as Parquet, the use case's format.
+    """
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown replay generator {generator!r}; expected one of {', '.join(GENERATORS)}")
+    if generator == "swiss_bank":
+        batch = make_swiss_bank_batch(
+            scenario,
+            batch_number=batch_number,
+            size=size,
+            seed=seed,
+            strength=strength,
+            ramp_batches=ramp_batches,
+            change_batch=change_batch,
+            bug=bug,
+            bug_column=bug_column or None,
+        )
+        paths = write_batch(batch, directory, customers_format="parquet")
+    else:
+        batch = make_batch(
+            read_source(source_path),
+            scenario,
+            batch_number=batch_number,
+            size=size,
+            seed=seed,
+            strength=ramped_strength(strength, batch_number, ramp_batches),
+            bug=bug,
+            bug_column=bug_column or None,
+        )
+        paths = write_batch(batch, directory)
     if not with_outcomes:
         paths.pop("outcomes").unlink()
     return paths

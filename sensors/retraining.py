@@ -1,4 +1,9 @@
-"""Failed data-quality, drift or performance checks start one retraining run.
+"""Failed checks that declare they request a retrain (drift, realized performance) start one retraining run.
+
+Which checks count is declared on each check (spec metadata `mlops/requests_retrain`, see
+mlops_assets/defs/triggers.py); data-quality checks declare they do not: broken data is stopped,
+and a retrain would only see the last good data again. Drift checks fail with severity ERROR only
+when the batch's likely cause calls for retraining (not seasonal drift, not broken data).
 
 Why a custom sensor over the instance's asset-check records (and not a run-failure sensor or
 declarative automation): a failed non-blocking check (drift, performance) does not fail its run, so a
@@ -6,7 +11,8 @@ run-failure sensor never sees it; and declarative automation re-fires on every t
 stays failed and cannot put the failed checks, features and values on the run as its reason. Here:
 
 - the cursor holds the id of the last check evaluation handled, so each failed evaluation leads to
-  exactly one retraining request (all failures found in one tick share that request);
+  exactly one retraining request (all failures found in one tick share that request), and the loads
+  already retrained for: one batch never requests a second retrain;
 - after a request, new failures wait `retrain_cooldown_minutes`; then one request covers them all;
 - failures from retraining runs themselves are ignored, so a check that stays failed cannot loop;
 - the request carries tags: trigger = sensor and the reason (checks, descriptions, drifted features,
@@ -28,6 +34,7 @@ from mlops_assets.defs.jobs import trigger_tags
 
 RETRAIN_TAG = "mlops/retrain"
 HISTORY_PER_CHECK = 50
+REMEMBERED_LOADS = 100
 
 
 def _evaluation(record) -> dg.AssetCheckEvaluation | None:
@@ -67,8 +74,8 @@ def build_retraining_sensor(
         minimum_interval_seconds=60,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=(
-            f"Starts {retrain_job.name} once per failed data-quality, drift or performance check of "
-            f"{use_case_name} (cool-down {cooldown_minutes:g} min). Watches: "
+            f"Starts {retrain_job.name} once per failed check of {use_case_name} that declares it requests a "
+            f"retrain (at most one per batch, cool-down {cooldown_minutes:g} min). Watches: "
             + ", ".join(key.to_user_string() for key in check_keys)
         ),
     )
@@ -100,6 +107,13 @@ def build_retraining_sensor(
             if run is not None and run.tags.get(RETRAIN_TAG):
                 continue  # a retraining run's own checks: reacting would loop
             new.append(_summary(record, evaluation))
+        requested_loads = state.get("requested_loads", [])
+        loads = {item["metadata"].get("load_id") for item in new} - {None, ""}
+        if new and loads and loads <= set(requested_loads):
+            return dg.SensorResult(
+                skip_reason=f"batch(es) {', '.join(sorted(loads))} already had their retrain: one per batch",
+                cursor=json.dumps({**state, "last_id": max(latest_id, state["last_id"])}),
+            )
         if not new:
             return dg.SensorResult(
                 skip_reason="no new failed checks",
@@ -119,8 +133,12 @@ def build_retraining_sensor(
             tags={**trigger_tags("sensor", reason), RETRAIN_TAG: "true"},
         )
         context.log.info(f"retraining {use_case_name}: " + "; ".join(f"{i['check']}: {i['description']}" for i in new))
+        remembered = [*requested_loads, *sorted(loads - set(requested_loads))][-REMEMBERED_LOADS:]
         return dg.SensorResult(
-            run_requests=[request], cursor=json.dumps({"last_id": max(latest_id, newest), "last_request": time.time()})
+            run_requests=[request],
+            cursor=json.dumps(
+                {"last_id": max(latest_id, newest), "last_request": time.time(), "requested_loads": remembered}
+            ),
         )
 
     return retrain_on_failed_checks

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.ml.datasets import assign_splits, dataset_fingerprint
+from mlops_assets.ml.datasets import TimeSpec, assign_splits, dataset_fingerprint, out_of_time_customers, period_labels
 
 
 def _customers(n=1000, buyers=60):
@@ -45,3 +45,43 @@ def test_fingerprint_changes_with_any_cell_and_with_column_names():
     changed.loc[1, "x"] = 2.5
     assert dataset_fingerprint(changed) != base
     assert dataset_fingerprint(frame.rename(columns={"x": "y"})) != base
+
+
+def _history(periods: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """customers per period: (customers, buyers)."""
+    parts = []
+    for period, (customers, buyers) in periods.items():
+        labels = [1] * buyers + [0] * (customers - buyers)
+        ids = [f"{period}-{i}" for i in range(customers)]
+        parts.append(pd.DataFrame({"customer_id": ids, "bought": labels, "period": period}))
+    frame = pd.concat(parts, ignore_index=True)
+    frame["split"] = assign_splits(frame["customer_id"], frame["bought"], periods=frame["period"])
+    return frame
+
+
+def test_out_of_time_customers_are_the_newest_periods_test_customers():
+    frame = _history({"2026-01": (3000, 200), "2026-02": (1500, 150), "2026-03": (1500, 150)})
+    mask, description = out_of_time_customers(frame, "bought", TimeSpec())
+    assert set(frame.loc[mask, "period"]) == {"2026-03"} and set(frame.loc[mask, "split"]) == {"test"}
+    assert mask.sum() == 300 and "newest period(s) 2026-03 (300 customers, 30 buyers)" in description
+    mask, _ = out_of_time_customers(frame, "bought", TimeSpec(evaluation_periods=2))
+    assert set(frame.loc[mask, "period"]) == {"2026-02", "2026-03"}
+
+
+def test_out_of_time_falls_back_with_the_reason_when_there_is_no_usable_newest_period():
+    single = _history({"2026-01": (3000, 200)})
+    assert out_of_time_customers(single, "bought", TimeSpec()) == (None, "a single period of labelled data (2026-01)")
+    small = _history({"2026-01": (3000, 200), "2026-02": (500, 40)})
+    mask, reason = out_of_time_customers(small, "bought", TimeSpec())
+    assert mask is None and "hold only 100 test customers with 8 buyers (need 200 and 20)" in reason
+
+
+def test_periods_from_loads_dates_and_batch_numbers_sort_in_time_order():
+    loads = pd.Series(pd.to_datetime(["2026-11-26 09:00:01", "2026-11-25 23:59:59"]))
+    assert list(period_labels(loads, TimeSpec())) == ["2026-11-26 09:00:01.000000", "2026-11-25 23:59:59.000000"]
+    monthly = TimeSpec(order="column", column="call_date", granularity="month")
+    assert list(period_labels(pd.Series(["2026-01-31", "2026-02-01"]), monthly)) == ["2026-01", "2026-02"]
+    batches = period_labels(pd.Series([9, 10]), TimeSpec(order="column", column="batch"))
+    assert sorted(batches) == list(batches)
+    with pytest.raises(ValueError, match="time.column"):
+        TimeSpec(order="column")

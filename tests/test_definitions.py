@@ -42,7 +42,7 @@ def test_dbt_tests_and_python_gates_are_asset_checks():
         "raw_customers:row_count_vs_previous_load",
         "raw_customers:quarantine_share",
         "stg_customers:valid_values",
-        "stg_customers:distribution_sanity",
+        "stg_customers:unit_change",
         "customer_features:target_has_both_classes",
         "customer_scores:valid_scores",
     ]:
@@ -54,3 +54,27 @@ def test_pipeline_job_covers_the_use_case_and_runs_in_process():
     assert job.executor_def.name == "in_process"
     selected = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
     assert "caravan/raw_customers" in selected and "caravan/published_scores" in selected
+
+
+def test_only_checks_that_declare_it_request_retraining():
+    """The retraining sensor watches the checks whose spec says so (drift, realized performance),
+    never a data-quality check: broken data is blocked, not retrained on."""
+    from mlops_assets.defs.triggers import REQUESTS_RETRAIN, retrain_trigger_checks
+
+    checks = [d for d in defs.assets or [] if hasattr(d, "check_specs")] + list(defs.asset_checks or [])
+    watched = {key.to_user_string() for key in retrain_trigger_checks(checks) if key.asset_key.path[0] == "caravan"}
+    assert watched == {
+        "caravan/drift_report:feature_drift",
+        "caravan/drift_report:score_drift",
+        "caravan/model_performance:realized_performance",
+    }
+    quality = [
+        spec
+        for d in checks
+        for spec in d.check_specs
+        if spec.key.asset_key.path[-1] in ("raw_customers", "stg_customers", "customer_features")
+        and spec.metadata.get(REQUESTS_RETRAIN) is not None
+    ]
+    assert quality and all(spec.metadata[REQUESTS_RETRAIN] is False for spec in quality)
+    sensor = defs.resolve_sensor_def("caravan_retrain_on_failed_checks")
+    assert "stg_customers" not in sensor.description and "feature_drift" in sensor.description

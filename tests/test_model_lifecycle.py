@@ -10,9 +10,13 @@ from mlops_assets.cli import failure_lines
 from mlops_assets.publishing import read_published
 from mlops_assets.registry import audit_customer
 
-WEAK_MODEL = {"ops": {"caravan__propensity_model": {"config": {"min_child_samples": 5000, "max_rounds": 1}}}}
+WEAK_MODEL = {
+    "ops": {"caravan__propensity_model": {"config": {"min_child_samples": 5000, "max_rounds": 1, "search_trials": 1}}}
+}
 # Above the 0.70 floor but clearly below the default model (test ROC AUC about 0.71 against 0.76).
-MODEST_MODEL = {"ops": {"caravan__propensity_model": {"config": {"num_leaves": 2, "max_rounds": 5}}}}
+MODEST_MODEL = {
+    "ops": {"caravan__propensity_model": {"config": {"num_leaves": 2, "max_rounds": 5, "search_trials": 1}}}
+}
 
 
 def _warehouse(harness):

@@ -161,10 +161,10 @@ def again_no_request(loop) -> bool:
     return requests == []
 
 
-def test_a_retrain_after_a_failed_quality_check_never_trains_on_the_bad_batch(tmp_path, completed_pipeline):
+def test_another_population_within_valid_values_is_drift_not_a_blocked_batch(tmp_path, completed_pipeline):
+    """Every column moves, but every value is valid: the batch reaches the history, is scored, and
+    its drift (not a quality check) asks for a retrain that will learn from it."""
     loop = Loop(tmp_path, completed_pipeline)
-    before, champion = _publication(loop.harness), _publication(loop.harness)["version"]
-    # Valid codes but another population: it passes ingestion, then fails distribution sanity.
     folder = loop.harness.settings.incoming_dir / "caravan"
     paths = write_replay_files(_source(), folder, "stationary", batch_number=1, with_outcomes=False)
     import numpy as np
@@ -178,22 +178,16 @@ def test_a_retrain_after_a_failed_quality_check_never_trains_on_the_bad_batch(tm
     export.to_csv(paths["customers"], index=False)
     requests, loop.incoming_cursor, _ = loop.harness.tick(INCOMING, loop.incoming_cursor)
     result = loop.harness.launch(requests[0], "caravan_batch")
-    assert not result.success and not _check(result, "distribution_sanity").passed
-
-    requests, _ = loop.retrain_requests()
-    assert len(requests) == 1
-    assert "caravan/stg_customers:distribution_sanity" in requests[0].tags["mlops/trigger_reason"]
-    retrain = loop.harness.launch(requests[0], "caravan_retrain")
-    assert retrain.success, failure_lines(retrain)
+    assert result.success, failure_lines(result)
+    drift = _check(result, "feature_drift")
+    assert not drift.passed and drift.metadata["requests_retrain"].value is True
     with _warehouse(loop.harness) as connection:
         history_loads = connection.execute(
             "select count(distinct load_id) from caravan.int_customer_history"
         ).fetchone()[0]
-        decision, reasons = connection.execute(
-            "select decision, reasons from caravan.model_validations order by validated_at desc limit 1"
-        ).fetchone()
-    assert history_loads == 1  # the bad batch never reached the customer history
-    assert decision == "reject" and "identical to the champion" in reasons
-    assert _statuses(loop.harness)[champion] == "champion"
-    after = _publication(loop.harness)
-    assert after["version"] == before["version"] and after["content"] == before["content"]
+    assert history_loads == 2  # admitted into the history: a retrain can learn from it
+
+    requests, _ = loop.retrain_requests()
+    assert len(requests) == 1
+    reason = requests[0].tags["mlops/trigger_reason"]
+    assert "caravan/drift_report:feature_drift" in reason and "stg_customers" not in reason

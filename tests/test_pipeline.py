@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from conftest import make_harness
 
-from mlops_assets.ml.artifacts import ModelArtifact, sha256_text
+from mlops_assets.ml.artifacts import ModelArtifact, artifact_sha256
 from mlops_assets.publishing import read_published
 from mlops_assets.quality.expectations import SUITE_ASSETS, build_suites, load_suite
 
@@ -33,7 +33,34 @@ def test_model_beats_the_roc_auc_floor_on_the_test_split(completed_pipeline):
     metadata = completed_pipeline.latest_metadata("caravan/propensity_model")
     assert metadata["test_roc_auc"] > 0.70
     assert metadata["test_top_decile_lift"] > 1.5
-    assert 0 < metadata["test_brier_score"] < 0.1
+    assert 0 < metadata["test_brier_score"] < metadata["test_base_rate_brier"]
+
+
+def test_published_scores_are_probabilities_of_buying(completed_pipeline):
+    """Done-means of issue 9: on the bundled data the mean published score is within 20% of the buyer
+    rate (348 of 5,822), and the Brier score beats predicting the base rate for everyone."""
+    published = read_published(
+        completed_pipeline.settings.published_dir / "caravan.duckdb", "select avg(score) as mean from customer_scores"
+    )
+    buyer_rate = 348 / 5822
+    assert abs(published["mean"].item() - buyer_rate) < 0.2 * buyer_rate
+    metadata = completed_pipeline.latest_metadata("caravan/model_validation")
+    assert metadata["decision_challenger_brier_score"] < metadata["decision_challenger_base_rate_brier"]
+    assert metadata["decision_challenger_ece"] < 0.05
+    assert "random test split" in metadata["evaluation_set"]  # one period: no out-of-time set yet
+
+
+def test_every_search_trial_is_recorded_and_the_best_summarized(completed_pipeline, caravan):
+    with _warehouse(completed_pipeline) as connection:
+        trials = connection.execute("select * from caravan.model_search_trials order by trial").fetchdf()
+        lineage = json.loads(connection.execute("select lineage from caravan.propensity_model").fetchone()[0])
+    assert len(trials) == caravan.training.search_trials and trials["is_best"].sum() == 1
+    assert json.loads(trials["params"].iloc[0])["num_leaves"] == caravan.training.num_leaves  # trial 0: configured
+    best = trials[trials["is_best"]].iloc[0]
+    assert lineage["search"]["best_cv_mean"] == best["cv_mean"] == trials["cv_mean"].max()
+    assert best["best_rounds"] >= caravan.training.min_rounds
+    metadata = completed_pipeline.latest_metadata("caravan/propensity_model")
+    assert "validation curve" in metadata["validation_curve"] and metadata["best_iteration"] == best["best_rounds"]
 
 
 def test_stored_model_verifies_and_reproduces_the_published_scores(completed_pipeline):
@@ -42,7 +69,8 @@ def test_stored_model_verifies_and_reproduces_the_published_scores(completed_pip
         features = connection.execute("select * from caravan.customer_features").fetchdf()
         history = connection.execute("select model_version from caravan.model_registry").fetchall()
     artifact = ModelArtifact.from_record(record)
-    assert sha256_text(artifact.model_text) == artifact.sha256
+    assert artifact_sha256(artifact.model_text, artifact.calibration) == artifact.sha256
+    assert artifact.calibration["method"] == "sigmoid"
     assert (artifact.model_version,) in history
     published = read_published(
         completed_pipeline.settings.published_dir / "caravan.duckdb",
@@ -130,6 +158,8 @@ def test_every_expectation_result_is_recorded_and_all_pass_on_good_data(complete
             "from caravan.validation_results group by asset order by asset"
         ).fetchall()
     expected = {asset: len(load_suite("caravan", asset)["expectations"]) for asset in SUITE_ASSETS}
+    # Plus one unit-change result per numeric column with a scale reference (quality/scale.py).
+    expected["stg_customers"] += len(load_suite("caravan", "stg_customers")["meta"]["scale_reference"])
     assert [(asset, n) for asset, n, _ in results] == [
         ("caravan/customer_features", expected["customer_features"]),
         ("caravan/customer_scores", expected["customer_scores"]),

@@ -4,7 +4,7 @@ import pytest
 
 from mlops_assets.ml.evaluation import classification_metrics
 from mlops_assets.ml.training import FeatureSpec, TrainingParams, predict_proba, train_propensity_model
-from mlops_assets.replay import DEFAULT_SOURCE, SCENARIOS, make_batch, read_source, write_batch
+from mlops_assets.replay import CARAVAN_SCENARIOS, DEFAULT_SOURCE, make_batch, read_source, write_batch
 
 LARGE = 20_000  # big enough that sampling error is a fraction of the tolerances below
 
@@ -24,7 +24,7 @@ def young_and_old_buyer_rates(batch) -> tuple[float, float]:
     return float(bought[young].mean()), float(bought[~young].mean())
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS)
+@pytest.mark.parametrize("scenario", CARAVAN_SCENARIOS)
 def test_same_arguments_give_identical_batches(source, scenario):
     first = make_batch(source, scenario, batch_number=3, seed=7, strength=0.6, size=500)
     second = make_batch(source, scenario, batch_number=3, seed=7, strength=0.6, size=500)

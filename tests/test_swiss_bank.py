@@ -36,7 +36,7 @@ def test_swiss_bank_pipeline_runs_end_to_end_on_synthetic_data(tmp_path, monkeyp
     assert published["explained"] == 2_000  # the top decile carries reasons
     with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
         roc_auc, fairness = connection.execute(
-            "select challenger_value, fairness from swiss_bank.model_validations"
+            "select cast(json_extract(metrics, '$.roc_auc') as double), fairness from swiss_bank.model_validations"
         ).fetchone()
     assert roc_auc > 0.70  # against a known ground-truth propensity
     assert '"attribute": "age_band"' in fairness

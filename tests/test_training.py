@@ -1,3 +1,4 @@
+import json
 from datetime import datetime
 
 import lightgbm as lgb
@@ -6,12 +7,14 @@ import pandas as pd
 import pytest
 
 from mlops_assets.ml.artifacts import ArtifactIntegrityError, ModelArtifact
+from mlops_assets.ml.calibration import apply_calibration, fit_calibration, is_calibrated
 from mlops_assets.ml.evaluation import classification_metrics
 from mlops_assets.ml.training import (
     FeatureSpec,
     TrainingParams,
     predict_proba,
     prepare_features,
+    raw_scores,
     train_propensity_model,
 )
 
@@ -42,7 +45,9 @@ def synthetic_customers(n: int, seed: int) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def trained():
-    params = TrainingParams(num_leaves=7, min_child_samples=30, class_weighting="balanced", max_rounds=300)
+    params = TrainingParams(
+        num_leaves=7, min_child_samples=30, class_weighting="balanced", max_rounds=300, search_trials=3
+    )
     model = train_propensity_model(
         synthetic_customers(6000, 1), synthetic_customers(2000, 2), FEATURES, "bought", params
     )
@@ -51,27 +56,102 @@ def trained():
 
 def test_model_learns_the_signal(trained):
     holdout = synthetic_customers(4000, 3)
-    scores = predict_proba(trained.booster, holdout, FEATURES, trained.score_offset)
+    scores = trained.predict(holdout, FEATURES)
     metrics = classification_metrics(holdout["bought"], scores)
     oracle = classification_metrics(holdout["bought"], 1 / (1 + np.exp(-holdout["true_logit"])))
     assert metrics["roc_auc"] > oracle["roc_auc"] - 0.03
     assert metrics["top_decile_lift"] > 2.0
-    assert trained.best_iteration < 300  # early stopping on the validation split did stop
+    assert 30 <= trained.best_iteration < 300  # cross-validated early stopping did stop, after min_rounds
 
 
-def test_weighted_training_is_corrected_back_to_probabilities(trained):
+def test_weighted_training_is_calibrated_back_to_probabilities(trained):
     holdout = synthetic_customers(4000, 3)
-    corrected = predict_proba(trained.booster, holdout, FEATURES, trained.score_offset)
+    calibrated = classification_metrics(holdout["bought"], trained.predict(holdout, FEATURES))
     uncorrected = predict_proba(trained.booster, holdout, FEATURES, 0.0)
-    base_rate = holdout["bought"].mean()
     assert trained.scale_pos_weight > 5
-    assert abs(corrected.mean() - base_rate) < 0.03
-    assert uncorrected.mean() > 2 * base_rate
+    assert calibrated["brier_score"] < calibrated["base_rate_brier"]
+    assert abs(calibrated["mean_score"] - calibrated["realized_rate"]) < 0.2 * calibrated["realized_rate"]
+    assert is_calibrated(calibrated, max_ece=0.03, max_relative_mean_gap=0.2)[0]
+    assert uncorrected.mean() > 2 * holdout["bought"].mean()
+
+
+def test_a_deliberately_short_model_is_still_calibrated():
+    """Three boosting rounds with a balanced class weight: the log-weight offset is far off (boosting has
+    not absorbed the weight), the calibration fitted on the validation split is not."""
+    params = TrainingParams(
+        num_leaves=7,
+        min_child_samples=30,
+        class_weighting="balanced",
+        max_rounds=3,
+        min_rounds=3,
+        search_trials=1,
+    )
+    short = train_propensity_model(
+        synthetic_customers(6000, 1), synthetic_customers(2000, 2), FEATURES, "bought", params
+    )
+    assert short.best_iteration == 3
+    holdout = synthetic_customers(6000, 7)
+    calibrated = classification_metrics(holdout["bought"], short.predict(holdout, FEATURES))
+    passed, summary = is_calibrated(calibrated, max_ece=0.03, max_relative_mean_gap=0.2)
+    assert passed, summary
+    # The old correction (subtract log(weight) from the raw score) on the same trees: the check fails.
+    offset_only = predict_proba(short.booster, holdout, FEATURES, short.score_offset)
+    passed, summary = is_calibrated(classification_metrics(holdout["bought"], offset_only), 0.03, 0.2)
+    assert not passed and "mean score" in summary
+
+
+def test_calibration_check_fails_for_miscalibrated_scores_and_passes_for_true_probabilities():
+    holdout = synthetic_customers(6000, 8)
+    truth = 1 / (1 + np.exp(-holdout["true_logit"].to_numpy()))
+    assert is_calibrated(classification_metrics(holdout["bought"], truth), 0.03, 0.2)[0]
+    for distorted in (truth / 3, np.minimum(truth * 3, 1.0), np.full(len(truth), holdout["bought"].mean())):
+        passed, summary = is_calibrated(classification_metrics(holdout["bought"], distorted), 0.03, 0.2)
+        assert not passed, summary
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_stored_calibration_reproduces_scikit_learn(trained, method):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    from mlops_assets.ml.calibration import _RawScore
+
+    validation = synthetic_customers(2000, 2)
+    raw = raw_scores(trained.booster, validation, FEATURES).reshape(-1, 1)
+    stored = fit_calibration(raw, validation["bought"], method)
+    json.dumps(stored)  # plain data
+    reference = CalibratedClassifierCV(FrozenEstimator(_RawScore().fit(raw, None)), method=method, ensemble=False)
+    reference.fit(raw, validation["bought"])
+    holdout_raw = raw_scores(trained.booster, synthetic_customers(500, 9), FEATURES)
+    np.testing.assert_allclose(
+        apply_calibration(stored, holdout_raw), reference.predict_proba(holdout_raw.reshape(-1, 1))[:, 1], atol=1e-12
+    )
+
+
+def test_search_records_every_trial_starts_from_the_configured_params_and_honours_min_rounds():
+    params = TrainingParams(num_leaves=7, min_child_samples=30, max_rounds=200, min_rounds=40, search_trials=4)
+    noise = synthetic_customers(3000, 11).assign(bought=lambda f: np.random.default_rng(0).permutation(f["bought"]))
+    model = train_propensity_model(noise, synthetic_customers(1000, 12), FEATURES, "bought", params)
+    table = model.search.table()
+    assert len(table) == 4 and table["is_best"].sum() == 1
+    assert table.iloc[0]["num_leaves"] == 7 and table.iloc[0]["min_child_samples"] == 30
+    assert (table["best_rounds"] >= 40).all()  # pure noise: no trial stops before min_rounds
+    best = table[table["is_best"]].iloc[0]
+    assert best["cv_mean"] == table["cv_mean"].max() and model.best_iteration == best["best_rounds"]
+    assert len(model.validation_curve) == model.best_iteration
+
+
+def test_search_stops_starting_trials_after_its_time_budget():
+    params = TrainingParams(num_leaves=7, max_rounds=100, search_trials=20, search_max_seconds=0.01)
+    model = train_propensity_model(
+        synthetic_customers(2000, 13), synthetic_customers(800, 14), FEATURES, "bought", params
+    )
+    assert len(model.search.trials) == 1 and model.search.stopped_by_time
 
 
 def test_categories_unseen_in_training_score_without_error(trained):
     frame = synthetic_customers(10, 4).assign(region="Z")
-    scores = predict_proba(trained.booster, frame, FEATURES, trained.score_offset)
+    scores = trained.predict(frame, FEATURES)
     assert np.isfinite(scores).all()
 
 
@@ -90,7 +170,7 @@ def _artifact(trained) -> ModelArtifact:
         params={},
         metrics={"roc_auc": 0.8},
         trained_at=datetime(2026, 1, 1),
-        score_offset=trained.score_offset,
+        calibration=trained.calibration,
     )
 
 
@@ -100,7 +180,9 @@ def test_artifact_is_lightgbm_text_and_round_trips_to_identical_scores(trained):
     restored = ModelArtifact.from_record(artifact.to_record())
     frame = synthetic_customers(500, 5)
     assert np.array_equal(restored.predict(frame), artifact.predict(frame))
+    assert np.array_equal(artifact.predict(frame), trained.predict(frame, FEATURES))
     assert isinstance(restored.load_booster(), lgb.Booster)
+    assert restored.calibration == trained.calibration and "method" in json.loads(artifact.to_record()["calibration"])
 
 
 def test_tampered_artifact_is_refused(trained):
@@ -109,3 +191,12 @@ def test_tampered_artifact_is_refused(trained):
     tampered = ModelArtifact.from_record(record)
     with pytest.raises(ArtifactIntegrityError, match="checksum mismatch"):
         tampered.predict(synthetic_customers(5, 6))
+
+
+def test_tampered_calibration_is_refused(trained):
+    record = _artifact(trained).to_record()
+    calibration = json.loads(record["calibration"])
+    calibration["b"] = calibration["b"] - 1.0  # every score up: same ranking, wrong probabilities
+    record["calibration"] = json.dumps(calibration)
+    with pytest.raises(ArtifactIntegrityError, match="checksum mismatch"):
+        ModelArtifact.from_record(record).predict(synthetic_customers(5, 6))

@@ -12,10 +12,11 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.io_managers import Warehouse
-from mlops_assets.defs.metadata import markdown_table
+from mlops_assets.defs.metadata import float_metrics, markdown_table, png_image
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
 from mlops_assets.lifecycle import apply_decision, approve, model_card, reject, rollback, validate_challenger
 from mlops_assets.ml.artifacts import ModelArtifact
+from mlops_assets.ml.model_charts import reliability_chart
 from mlops_assets.registry import (
     RegistryError,
     current_champion,
@@ -42,6 +43,29 @@ class ChampionConfig(dg.Config):
     comment: str = Field("", description="Why; recorded in the audit trail.")
 
 
+def decision_set_metadata(record: dict) -> dict:
+    """Which customers decided, both models' figures on them (charted over materializations: every
+    point compares the two versions on the same customers), the interval, and a reliability chart."""
+    comparison = record["comparison"]
+    entries = {
+        "evaluation_set": comparison["description"],
+        **float_metrics(comparison["challenger"], prefix="decision_challenger_"),
+        **float_metrics(comparison["champion"] or {}, prefix="decision_champion_"),
+    }
+    if record.get("difference") is not None:
+        entries.update(
+            {
+                f"decision_{record['primary_metric']}_difference": float(record["difference"]),
+                "decision_difference_ci_low": float(record["difference_low"]),
+                "decision_difference_ci_high": float(record["difference_high"]),
+            }
+        )
+    curves = {name: pd.DataFrame(rows) for name, rows in comparison["reliability"].items()}
+    chart = reliability_chart(curves, f"reliability on {comparison['set'].replace('_', ' ')}")
+    entries["reliability"] = png_image(chart, "reliability chart")
+    return entries
+
+
 def build_lifecycle_assets(use_case: UseCase) -> list:
     name = use_case.name
     model_key = dg.AssetKey([name, "propensity_model"])
@@ -57,8 +81,10 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
         pool=WAREHOUSE_POOL,
         description=(
             "Validation report of the newly trained model: compared with the current champion on the same "
-            "test customers, checked against the quality floor and the fairness bounds, with the "
-            "promotion decision and its reasons. Every validation is kept in "
+            "customers (the newest labelled period's test customers once there are several periods, else the "
+            "random test split) with a paired bootstrap interval of the difference, checked against the "
+            "quality floor, calibration and fairness, with the promotion decision and its reasons. Every "
+            "validation is kept in "
             f"`{name}.model_validations`."
         ),
     )
@@ -82,6 +108,7 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
             record_model_card(connection, name, propensity_model.model_version, card)
         context.add_output_metadata(
             {
+                **decision_set_metadata(validation.record),
                 "decision": validation.decision.action,
                 "reasons": dg.MetadataValue.md("\n".join(f"- {r}" for r in validation.decision.reasons)),
                 "model_version": propensity_model.model_version,
@@ -103,7 +130,11 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
                     "challenger_value": record["challenger_value"],
                     "champion_value": record["champion_value"],
                     "fairness_passed": bool(record["fairness"].get("passed", True)),
+                    "evaluation_set": record["evaluation_set"],
                     "evaluation_rows": record["evaluation_rows"],
+                    "difference": record["difference"],
+                    "difference_low": record["difference_low"],
+                    "difference_high": record["difference_high"],
                 }
             ]
         )
@@ -178,6 +209,7 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
                 "action": config.action,
                 "challenger_version": propensity_model.model_version,
                 "champion_test_roc_auc": float(champion.metrics["roc_auc"]),
+                "champion_calibration": dg.MetadataValue.json(champion.calibration),
                 "models": markdown_table(overview.tail(15)),
                 "model_card": dg.MetadataValue.md(card),
             },

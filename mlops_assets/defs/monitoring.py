@@ -1,7 +1,10 @@
 """Monitoring: drift of each batch against the champion's training data, and realized performance.
 
-Their checks are not blocking (a drifting batch is still scored with the current champion); a failed
-check is picked up by the retraining sensor (sensors/retraining.py), which starts one retraining run.
+Their checks are not blocking (a drifting batch is still scored with the current champion). The
+drift report classifies the likely cause of each batch's drift (ml/drift.py `classify_batch`); only
+causes that call for retraining make a check fail with severity ERROR, which the retraining sensor
+(sensors/retraining.py) turns into one retraining run. Seasonal drift and broken-data causes are
+reported with severity WARN; so are the evaluations of a retraining run itself.
 """
 
 from datetime import UTC, datetime
@@ -12,21 +15,63 @@ import pandas as pd
 from mlops_assets.defs.io_managers import Warehouse
 from mlops_assets.defs.metadata import markdown_table, png_image
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
+from mlops_assets.defs.triggers import retrain_metadata
 from mlops_assets.ml.artifacts import ModelArtifact
-from mlops_assets.ml.drift import compare_to_reference, score_drift, summarize_drift
+from mlops_assets.ml.drift import (
+    RETRAIN_CAUSES,
+    classify_batch,
+    compare_to_reference,
+    score_drift,
+    summarize_drift,
+    target_rate_change,
+)
 from mlops_assets.ml.evaluation import realized_performance
 from mlops_assets.ml.plots import drift_chart
 from mlops_assets.ml.scoring import customers_of_latest_load
 from mlops_assets.use_cases import UseCase
 
 SCORE_ROW = "model_score"
+RETRAIN_RUN_TAG = "mlops/retrain"
 
 
 def _append(connection, table: str, frame: pd.DataFrame) -> None:
     connection.register("rows_to_append", frame)
     connection.execute(f"create table if not exists {table} as select * from rows_to_append limit 0")
+    # Columns added by a newer version of the report are added to an older history table.
+    existing = {row[0] for row in connection.execute(f"describe {table}").fetchall()}
+    for column, kind, *_ in connection.execute("describe rows_to_append").fetchall():
+        if column not in existing:
+            connection.execute(f'alter table {table} add column "{column}" {kind}')
     connection.execute(f"insert into {table} by name select * from rows_to_append")
     connection.unregister("rows_to_append")
+
+
+def is_retrain_run(context) -> bool:
+    return bool(context.run.tags.get(RETRAIN_RUN_TAG))
+
+
+def _target_rate(frame: pd.DataFrame, batch: pd.DataFrame, target: str) -> dict | None:
+    """Buyer rate of the batch's customers with outcomes against everyone else's."""
+    if target not in frame.columns:
+        return None
+    in_batch = frame["customer_id"].isin(batch["customer_id"])
+    known = frame[target].notna()
+    batch_outcomes, reference = frame.loc[in_batch & known, target], frame.loc[~in_batch & known, target]
+    return target_rate_change(int(batch_outcomes.sum()), len(batch_outcomes), int(reference.sum()), len(reference))
+
+
+def _causes_table(classified: dict) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {
+                "cause": cause,
+                "features": ", ".join(features),
+                "requests retrain": "yes" if cause in RETRAIN_CAUSES else "no",
+            }
+            for cause, features in classified["features_by_cause"].items()
+        ],
+        columns=["cause", "features", "requests retrain"],
+    )
 
 
 def build_monitoring_assets(use_case: UseCase) -> list:
@@ -42,7 +87,15 @@ def build_monitoring_assets(use_case: UseCase) -> list:
         ins={
             "customer_features": dg.AssetIn(
                 key=features_key,
-                metadata={"columns": ["customer_id", *(f.name for f in use_case.features), "load_id", "loaded_at"]},
+                metadata={
+                    "columns": [
+                        "customer_id",
+                        *(f.name for f in use_case.features),
+                        use_case.target,
+                        "load_id",
+                        "loaded_at",
+                    ]
+                },
             ),
             "customer_scores": dg.AssetIn(
                 key=dg.AssetKey([name, "customer_scores"]), metadata={"columns": ["score", "model_version"]}
@@ -55,7 +108,9 @@ def build_monitoring_assets(use_case: UseCase) -> list:
         description=(
             "Drift of the latest batch against the champion's training data, per feature (PSI on bins from "
             "the reference quantiles or category frequencies, KS statistic for numeric features, missing "
-            "share) and for the champion's score distribution. Every report is appended to "
+            "share) and for the champion's score distribution, with the batch's likely cause (unit/scale "
+            "change, missing values, new categories, co-moving group, single-feature shift, score-only shift, "
+            "target-rate change, seasonal). Every report is appended to "
             f"`{name}.drift_history`."
         ),
     )
@@ -87,12 +142,25 @@ def build_monitoring_assets(use_case: UseCase) -> list:
             "severity": scores["severity"],
             "reason": scores["reason"],
         }
+        classified = classify_batch(
+            report,
+            score_drifted=scores["drifted"],
+            seasonal=set(monitoring.seasonal_features),
+            co_moving_min=monitoring.co_moving_min_features,
+            target_rate=_target_rate(customer_features, batch, use_case.target),
+        )
+        report = report.assign(cause=classified["per_feature"])
+        score_row["cause"] = "score_only_shift" if "score_only_shift" in classified["causes"] else ""
         report = pd.concat([report, pd.DataFrame([score_row])], ignore_index=True)
         load_id = str(batch["load_id"].iloc[0]) if len(batch) else None
         report = report.assign(
             load_id=load_id,
             model_version=champion_model.model_version,
             batch_customers=len(batch),
+            primary_cause=classified["primary_cause"],
+            batch_causes=", ".join(classified["causes"]),
+            requests_retrain=classified["requests_retrain"],
+            run_kind="retrain" if is_retrain_run(context) else "batch",
             computed_at=datetime.now(UTC).replace(tzinfo=None),
         )
         with warehouse.get_connection() as connection:
@@ -112,10 +180,16 @@ def build_monitoring_assets(use_case: UseCase) -> list:
                 "drifted_features": summary["drifted_count"],
                 "max_psi": float(summary["max_psi"]) if summary["max_psi"] == summary["max_psi"] else 0.0,
                 "score_psi": float(scores["psi"]),
+                "primary_cause": classified["primary_cause"],
+                "requests_retrain": classified["requests_retrain"],
+                "causes": markdown_table(_causes_table(classified)),
+                "run_kind": "retraining run (the new champion on the batch that triggered it)"
+                if is_retrain_run(context)
+                else "batch",
                 "psi_by_feature": png_image(chart, "PSI by feature"),
                 "top_drift": markdown_table(
                     report.sort_values("psi", ascending=False).head(15)[
-                        ["feature", "psi", "ks_statistic", "severity", "reason"]
+                        ["feature", "psi", "ks_statistic", "severity", "cause", "reason"]
                     ]
                 ),
             }
@@ -130,13 +204,20 @@ def build_monitoring_assets(use_case: UseCase) -> list:
                 description=(
                     f"At most {monitoring.max_drifted_features} feature(s) with a drift alert (PSI > "
                     f"{monitoring.drift.psi_alert}, KS > {monitoring.drift.ks_alert}, or missing share up by "
-                    f"{monitoring.drift.missing_share_alert:.0%}). A failure triggers retraining."
+                    f"{monitoring.drift.missing_share_alert:.0%}), seasonal features "
+                    f"({', '.join(monitoring.seasonal_features) or 'none declared'}) not counted. Severity ERROR "
+                    "(requests a retrain) only when the likely cause calls for one."
                 ),
+                metadata=retrain_metadata(True),
             ),
             dg.AssetCheckSpec(
                 "score_drift",
                 asset=drift_key,
-                description="The champion's score distribution on the batch has no drift alert.",
+                description=(
+                    "The champion's score distribution on the batch has no drift alert. Severity ERROR only when "
+                    "no seasonal or broken-data cause explains it."
+                ),
+                metadata=retrain_metadata(True),
             ),
         ],
         name=f"{name}__drift_checks",
@@ -147,31 +228,49 @@ def build_monitoring_assets(use_case: UseCase) -> list:
         features = drift_report[drift_report["feature"] != SCORE_ROW]
         score = drift_report[drift_report["feature"] == SCORE_ROW].iloc[0]
         drifted = features[features["drifted"]].sort_values("psi", ascending=False)
-        feature_passed = len(drifted) <= monitoring.max_drifted_features
-        load_id, version = drift_report["load_id"].iloc[0], drift_report["model_version"].iloc[0]
-        if not feature_passed or score["drifted"]:
+        counted = drifted[drifted["cause"] != "seasonal"]
+        seasonal = drifted[drifted["cause"] == "seasonal"]["feature"].tolist()
+        feature_passed = len(counted) <= monitoring.max_drifted_features
+        first = drift_report.iloc[0]
+        load_id, version, causes = first["load_id"], first["model_version"], first["batch_causes"]
+        retrain_run = is_retrain_run(context)
+        requests_retrain = bool(first["requests_retrain"]) and not retrain_run
+        prefix = "retraining run, the new champion on its own training batch (not a trigger): " if retrain_run else ""
+        if (not feature_passed or score["drifted"]) and not retrain_run:
             notifier.notify(
                 context,
                 name,
                 "drift",
-                f"batch {load_id}: {len(drifted)} drifted feature(s) against {version}"
-                + (f": {', '.join(drifted['feature'].head(5))}" if len(drifted) else "")
-                + ("; score distribution drifted" if score["drifted"] else ""),
-                {"features": drifted[["feature", "psi", "ks_statistic", "reason"]].to_dict("records")},
+                f"batch {load_id}: {len(counted)} drifted feature(s) against {version}"
+                + (f": {', '.join(counted['feature'].head(5))}" if len(counted) else "")
+                + ("; score distribution drifted" if score["drifted"] else "")
+                + f"; likely cause: {causes or 'none'}"
+                + ("; retraining requested" if requests_retrain else "; no retrain (cause does not call for one)"),
+                {
+                    "features": drifted[["feature", "psi", "ks_statistic", "cause", "reason"]].to_dict("records"),
+                    "causes": causes,
+                },
             )
+        severity = dg.AssetCheckSeverity.ERROR if requests_retrain else dg.AssetCheckSeverity.WARN
         yield dg.AssetCheckResult(
             check_name="feature_drift",
             passed=bool(feature_passed),
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=(
-                f"{len(drifted)} drifted feature(s) in batch {load_id}"
-                + (": " + "; ".join(f"{r.feature} ({r.reason})" for r in drifted.head(5).itertuples()))
-                if len(drifted)
+            severity=severity,
+            description=prefix
+            + (
+                f"{len(counted)} drifted feature(s) in batch {load_id} (cause: {causes})"
+                + (": " + "; ".join(f"{r.feature} ({r.cause}: {r.reason})" for r in counted.head(5).itertuples()))
+                if len(counted)
                 else f"no feature drift in batch {load_id}"
-            ),
+            )
+            + (f"; seasonal drift, expected: {', '.join(seasonal)}" if seasonal else ""),
             metadata={
-                "drifted_features": ", ".join(drifted["feature"]) or "none",
-                "drifted_count": len(drifted),
+                "drifted_features": ", ".join(counted["feature"]) or "none",
+                "drifted_count": len(counted),
+                "seasonal_drift": ", ".join(seasonal) or "none",
+                "causes": causes or "none",
+                "primary_cause": str(first["primary_cause"]),
+                "requests_retrain": requests_retrain,
                 "max_psi": float(features["psi"].max()),
                 "load_id": str(load_id),
                 "champion_version": str(version),
@@ -180,9 +279,14 @@ def build_monitoring_assets(use_case: UseCase) -> list:
         yield dg.AssetCheckResult(
             check_name="score_drift",
             passed=not bool(score["drifted"]),
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=f"score distribution: {score['reason']}",
-            metadata={"score_psi": float(score["psi"]), "score_ks": float(score["ks_statistic"])},
+            severity=severity,
+            description=prefix + f"score distribution: {score['reason']}" + (f" (cause: {causes})" if causes else ""),
+            metadata={
+                "score_psi": float(score["psi"]),
+                "score_ks": float(score["ks_statistic"]),
+                "load_id": str(load_id),
+                "causes": causes or "none",
+            },
         )
 
     @dg.asset(
@@ -230,13 +334,16 @@ def build_monitoring_assets(use_case: UseCase) -> list:
     @dg.asset_check(
         asset=performance_key,
         name="realized_performance",
+        metadata=retrain_metadata(True),
         description=(
             f"The latest publication with at least {monitoring.min_outcomes} outcomes has a realized ROC AUC of "
             f"at least {monitoring.min_realized_roc_auc} and a top-decile lift of at least "
             f"{monitoring.min_realized_top_decile_lift}. A failure triggers retraining."
         ),
     )
-    def realized_performance_check(model_performance: pd.DataFrame) -> dg.AssetCheckResult:
+    def realized_performance_check(
+        context: dg.AssetCheckExecutionContext, model_performance: pd.DataFrame
+    ) -> dg.AssetCheckResult:
         judged = model_performance.dropna(subset=["roc_auc"])
         if judged.empty:
             return dg.AssetCheckResult(
@@ -247,10 +354,13 @@ def build_monitoring_assets(use_case: UseCase) -> list:
             latest["roc_auc"] >= monitoring.min_realized_roc_auc
             and latest["top_decile_lift"] >= monitoring.min_realized_top_decile_lift
         )
+        retrain_run = is_retrain_run(context)
         return dg.AssetCheckResult(
             passed=bool(passed),
-            severity=dg.AssetCheckSeverity.ERROR,
-            description=(
+            # A retraining run re-reads the publication that triggered it: shown, not a new trigger.
+            severity=dg.AssetCheckSeverity.WARN if retrain_run else dg.AssetCheckSeverity.ERROR,
+            description=("retraining run, performance of the publication that triggered it: " if retrain_run else "")
+            + (
                 f"{latest['model_version']} on {latest['customers_with_outcome']} outcomes of publication "
                 f"{latest['publication_id']}: ROC AUC {latest['roc_auc']:.3f} "
                 f"(floor {monitoring.min_realized_roc_auc}), top-decile lift {latest['top_decile_lift']:.2f} "
@@ -264,4 +374,61 @@ def build_monitoring_assets(use_case: UseCase) -> list:
             },
         )
 
-    return [drift_report, drift_checks, model_performance, realized_performance_check]
+    @dg.asset_check(
+        asset=dg.AssetKey([name, "published_scores"]),
+        name="new_customers_scored",
+        metadata=retrain_metadata(False),
+        description=(
+            "Honest freshness: the newest customer export was accepted and its customers are in the published "
+            "scores. Warns when the newest batch was held for review, blocked or rejected (its customers keep "
+            "their last published scores, new ones have none), or when a publication re-published old scores only."
+        ),
+    )
+    def new_customers_scored(warehouse: Warehouse) -> dg.AssetCheckResult:
+        with warehouse.get_connection() as connection:
+            return _new_customers_scored(connection, name)
+
+    return [drift_report, drift_checks, model_performance, realized_performance_check, new_customers_scored]
+
+
+def _new_customers_scored(connection, name: str) -> dg.AssetCheckResult:
+    """See the check `new_customers_scored`."""
+    load_id, status, source_file, loaded_at = connection.execute(
+        f"select load_id, status, source_file, loaded_at from {name}.raw_customer_loads order by loaded_at desc limit 1"
+    ).fetchone()
+    publication, published_at, customers, new = connection.execute(
+        f"""with latest as (select publication_id, published_at from {name}.score_history
+                            order by published_at desc limit 1),
+                 first_seen as (select customer_id, min(published_at) as first_published
+                                from {name}.score_history group by customer_id)
+            select l.publication_id, l.published_at, count(*),
+                   count(*) filter (where f.first_published = l.published_at)
+            from {name}.score_history h join latest l using (publication_id)
+            join first_seen f using (customer_id)
+            group by l.publication_id, l.published_at"""
+    ).fetchone()
+    metadata = {
+        "newest_load": load_id,
+        "newest_load_status": status,
+        "publication_id": publication,
+        "published_customers": customers,
+        "newly_scored_customers": new,
+    }
+    if status != "accepted":
+        description = (
+            f"the newest batch {load_id} ({source_file}, {loaded_at:%Y-%m-%d %H:%M}) is {status}: its customers are "
+            f"not scored; the published scores are those of publication {publication} ({published_at:%Y-%m-%d %H:%M})"
+        )
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
+        )
+    if new == 0:
+        description = f"publication {publication} re-published {customers} old scores; no new customer was scored"
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
+        )
+    return dg.AssetCheckResult(
+        passed=True,
+        description=f"publication {publication} scored {new} new customer(s) of the newest accepted batch {load_id}",
+        metadata=metadata,
+    )

@@ -16,6 +16,7 @@ import pandas as pd
 from mlops_assets.defs.io_managers import Warehouse
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
+from mlops_assets.defs.triggers import retrain_metadata
 from mlops_assets.ingestion import previous_accepted_load
 from mlops_assets.quality.expectations import (
     CheckOutcome,
@@ -24,6 +25,7 @@ from mlops_assets.quality.expectations import (
     evaluate_checks,
     load_suite,
     suite_checks,
+    unit_change_outcomes,
     validate,
 )
 from mlops_assets.use_cases import UseCase
@@ -111,6 +113,8 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
             asset=key,
             blocking=check_is_blocking(suite, check),
             description=check.description,
+            # Broken data is stopped, never retrained on: a retrain would only see the last good data.
+            metadata=retrain_metadata(False),
         )
         for check in suite_checks(suite)
     ]
@@ -139,6 +143,7 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
                     "max_rows": int(previous.row_count * quality.max_row_ratio) if previous is not None else None,
                 }
             outcomes = validate(frame, suite, parameters=parameters, schema_columns=schema_columns)
+            outcomes += unit_change_outcomes(suite, frame, use_case.quality.unit_change_tolerance)
             checks = evaluate_checks(suite, outcomes)
             now = datetime.now(UTC).replace(tzinfo=None)
             _record(

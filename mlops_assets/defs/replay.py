@@ -11,12 +11,15 @@ from mlops_assets.use_cases import UseCase
 
 
 class ReplayConfig(dg.Config):
-    scenario: Literal["stationary", "persona_shift", "data_bug"] = "stationary"
+    scenario: Literal["stationary", "persona_shift", "data_bug", "regime_change", "seasonal"] = Field(
+        "stationary", description="regime_change and seasonal need macro and calendar columns (swiss_bank)."
+    )
     batch_number: int = Field(1, ge=1, description="Batches with the same number and seed are identical.")
     size: int = Field(2000, ge=10)
     seed: int = 0
     strength: float = Field(0.5, ge=0, le=1, description="persona_shift: how far the customer base moves.")
-    ramp_batches: int = Field(1, ge=1, description="persona_shift reaches `strength` at this batch number.")
+    ramp_batches: int = Field(1, ge=1, description="The shift reaches `strength` after this many batches.")
+    change_batch: int = Field(1, ge=1, description="regime_change: the first batch of the new regime.")
     bug: Literal["empty_column", "unit_change"] = "empty_column"
     bug_column: str = Field("", description="data_bug: the broken column (empty: the scenario's default).")
     with_outcomes: bool = Field(True, description="Also write the batch's campaign outcomes.")
@@ -36,9 +39,11 @@ def build_replay_job(use_case: UseCase) -> dg.JobDefinition:
             seed=config.seed,
             strength=config.strength,
             ramp_batches=config.ramp_batches,
+            change_batch=config.change_batch,
             bug=config.bug,
             bug_column=config.bug_column,
             with_outcomes=config.with_outcomes,
+            generator=use_case.replay,
         )
         for kind, path in paths.items():
             context.log.info(f"wrote {kind}: {path}")
@@ -47,7 +52,8 @@ def build_replay_job(use_case: UseCase) -> dg.JobDefinition:
         name=f"{name}_replay",
         executor_def=dg.in_process_executor,
         description=(
-            f"{use_case.title}: write the next simulated batch (stationary, persona_shift or data_bug) into "
+            f"{use_case.title}: write the next simulated batch (stationary, persona_shift, data_bug, regime_change, "
+            "seasonal) into "
             "the incoming folder, where the incoming-files sensor picks it up."
         ),
     )

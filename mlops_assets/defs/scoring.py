@@ -10,8 +10,7 @@ from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.explanations import explain_top_share
-from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_table
-from mlops_assets.ml.training import predict_proba
+from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_customers, score_table
 from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
 
@@ -68,13 +67,7 @@ def build_scoring_assets(use_case: UseCase) -> list:
         customer_features = customers_of_latest_load(customer_features)
         # The champion, not necessarily the newest model; loading verifies the artefact's checksum.
         booster = champion_model.load_booster()
-        scores = predict_proba(
-            booster,
-            customer_features,
-            champion_model.features,
-            champion_model.score_offset,
-            chunk_size=use_case.scoring.chunk_size,
-        )
+        scores = score_customers(champion_model, customer_features, chunk_size=use_case.scoring.chunk_size)
         table = score_table(
             customer_features["customer_id"],
             scores,

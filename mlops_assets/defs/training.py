@@ -1,5 +1,6 @@
 """Training: the recorded training set and the LightGBM propensity model with its quality gate."""
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -12,11 +13,15 @@ from mlops_assets.defs.jobs import trigger_of
 from mlops_assets.defs.metadata import float_metrics, markdown_table, png_image
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
 from mlops_assets.ml.artifacts import ModelArtifact
-from mlops_assets.ml.datasets import assign_splits, dataset_fingerprint
+from mlops_assets.ml.datasets import assign_splits, dataset_fingerprint, period_labels
 from mlops_assets.ml.drift import build_reference_profile, build_score_profile
 from mlops_assets.ml.evaluation import calibration_table, classification_metrics, decile_table
+from mlops_assets.ml.model_charts import validation_curve_chart
 from mlops_assets.ml.plots import lift_and_calibration_chart
+from mlops_assets.ml.search import TUNED, SearchResult
 from mlops_assets.ml.training import TrainingParams, train_propensity_model
+from mlops_assets.ml.windows import WEIGHT_COLUMN, apply_window
+from mlops_assets.registry import record_search_trials
 from mlops_assets.settings import code_version
 from mlops_assets.use_cases import UseCase
 
@@ -33,6 +38,46 @@ def feature_importance(booster, top: int = 15) -> pd.DataFrame:
     return importance.sort_values("gain", ascending=False).head(top)[["feature", "gain_share", "splits"]]
 
 
+def trial_rows(result: SearchResult) -> pd.DataFrame:
+    """The search's trials as rows of `<use case>.model_search_trials` (tuned params as JSON)."""
+    return pd.DataFrame(
+        [
+            {
+                "trial": t.trial,
+                "params": json.dumps({k: t.params[k] for k in TUNED}, sort_keys=True),
+                "cv_metric": t.cv_metric,
+                "cv_mean": t.cv_mean,
+                "cv_std": t.cv_std,
+                "best_rounds": t.best_rounds,
+                "folds": result.folds,
+                "search_rows": result.search_rows,
+                "seconds": t.seconds,
+                "is_best": t.trial == result.best.trial,
+            }
+            for t in result.trials
+        ]
+    )
+
+
+def search_summary(result: SearchResult) -> dict:
+    """The best trial and the search's budget use, for the model's lineage and metadata."""
+    baseline = result.trials[0]
+    return {
+        "trials": len(result.trials),
+        "stopped_by_time": result.stopped_by_time,
+        "folds": result.folds,
+        "search_rows": result.search_rows,
+        "cv_metric": result.best.cv_metric,
+        "best_trial": result.best.trial,
+        "best_cv_mean": result.best.cv_mean,
+        "best_cv_std": result.best.cv_std,
+        "configured_params_cv_mean": baseline.cv_mean,
+        "best_rounds": result.best.best_rounds,
+        "best_params": {k: result.best.params[k] for k in TUNED},
+        "seconds": sum(t.seconds for t in result.trials),
+    }
+
+
 def _latest_run_id(context: dg.AssetExecutionContext, key: dg.AssetKey) -> str | None:
     event = context.instance.get_latest_materialization_event(key)
     return event.run_id if event else None
@@ -47,6 +92,7 @@ def build_training_assets(use_case: UseCase) -> list:
     # Sensitive attributes travel along (model inputs only if listed as features) for fairness.
     sensitive_only = [a for a in use_case.sensitive_attributes if a not in feature_names]
     target = use_case.target
+    time_column = use_case.time.source_column
     TrainingConfig = config_from_model(f"{camel(name)}TrainingConfig", use_case.training)
 
     @dg.asset(
@@ -54,7 +100,21 @@ def build_training_assets(use_case: UseCase) -> list:
         ins={
             "customer_features": dg.AssetIn(
                 key=features_key,
-                metadata={"columns": ["customer_id", *feature_names, *sensitive_only, target, "load_id"]},
+                metadata={
+                    "columns": list(
+                        dict.fromkeys(
+                            [
+                                "customer_id",
+                                *feature_names,
+                                *sensitive_only,
+                                target,
+                                "load_id",
+                                time_column,
+                                "loaded_at",
+                            ]
+                        )
+                    )
+                },
             )
         },
         group_name="training",
@@ -62,8 +122,9 @@ def build_training_assets(use_case: UseCase) -> list:
         pool=WAREHOUSE_POOL,
         description=(
             "Snapshot of the labelled customers a model is trained on: features, target and the "
-            "split (train/validation/test), stratified by target and deterministic per customer id "
-            f"and seed ({use_case.split.seed})."
+            "split (train/validation/test), stratified by target and period, deterministic per customer id "
+            f"and seed ({use_case.split.seed}), and each customer's period ({use_case.time.order} order), "
+            "which decides the out-of-time comparison of champion and challenger."
         ),
     )
     def training_set(
@@ -73,19 +134,23 @@ def build_training_assets(use_case: UseCase) -> list:
         if trigger["trigger"] == "sensor":
             notifier.notify(context, name, "retrain_started", "retraining started", trigger, "info")
         labelled = customer_features[customer_features[target].notna()]
+        # The training window (all history, the newest loads, or recency weights) always holds the newest load.
+        window = use_case.monitoring.training_window
+        labelled = apply_window(labelled, window)
+        weight = [WEIGHT_COLUMN] if WEIGHT_COLUMN in labelled.columns else []
         # Sorted: the mart's row order is not guaranteed, and bagging in LightGBM depends on row order,
         # so the same data must always arrive in the same order to give the same model.
-        frame = labelled[["customer_id", *feature_names, *sensitive_only, target, "load_id"]].sort_values(
-            "customer_id", ignore_index=True
-        )
+        columns = ["customer_id", *feature_names, *sensitive_only, target, "load_id", *weight]
+        frame = labelled[list(dict.fromkeys([*columns, time_column]))].sort_values("customer_id", ignore_index=True)
         frame[target] = frame[target].astype("int64")
+        frame["period"] = period_labels(frame[time_column], use_case.time)
+        frame = frame.drop(columns=[time_column]) if time_column not in columns else frame
         frame["split"] = assign_splits(
-            frame["customer_id"], frame[target], use_case.split.fractions, use_case.split.seed
+            frame["customer_id"], frame[target], use_case.split.fractions, use_case.split.seed, frame["period"]
         )
         summary = (
-            frame.groupby("split")[target]
+            frame.groupby(["period", "split"])[target]
             .agg(customers="size", buyers="sum", buyer_rate="mean")
-            .reindex(["train", "validation", "test"])
             .reset_index()
         )
         context.add_output_metadata(
@@ -94,6 +159,7 @@ def build_training_assets(use_case: UseCase) -> list:
                 "unlabelled_customers_left_out": len(customer_features) - len(labelled),
                 "split_summary": markdown_table(summary),
                 "buyer_rate": float(frame[target].mean()),
+                "training_window": window.model_dump_json(),
             }
         )
         return frame
@@ -106,8 +172,10 @@ def build_training_assets(use_case: UseCase) -> list:
         kinds={"lightgbm", "duckdb"},
         pool=WAREHOUSE_POOL,
         description=(
-            "LightGBM binary propensity model, early-stopped on the validation split, stored in "
-            "DuckDB as LightGBM text with its sha256. Metrics are measured on the test split."
+            "LightGBM binary propensity model: parameters and boosting rounds chosen by a cross-validated "
+            "search on the training split (every trial in `model_search_trials`), scores calibrated on the "
+            "validation split, stored in DuckDB as LightGBM text plus the calibration map under one sha256. "
+            "Metrics are measured on the test split."
         ),
     )
     def propensity_model(
@@ -122,21 +190,24 @@ def build_training_assets(use_case: UseCase) -> list:
         trained_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
         provisional = ModelArtifact.from_booster(
             trained.booster,
+            calibration=trained.calibration,
             model_version="",
             use_case=name,
             target=target,
             features=use_case.features,
-            params=params.model_dump(),
+            # The parameters the model was trained with: the configuration with the search's best values.
+            params=params.model_copy(update={k: trained.lgb_params[k] for k in TUNED}).model_dump(),
             metrics={},
             trained_at=trained_at,
-            score_offset=trained.score_offset,
             best_iteration=trained.best_iteration,
         )
         test = splits["test"]
         test_scores = provisional.predict(test)
         metrics = classification_metrics(test[target].to_numpy(), test_scores)
         fingerprint = dataset_fingerprint(training_set.drop(columns=["load_id"]))
+        version = f"{name}-{trained_at:%Y%m%d-%H%M%S}-{provisional.sha256[:8]}"
         with warehouse.get_connection() as connection:
+            record_search_trials(connection, name, version, context.run.run_id, trial_rows(trained.search))
             loads = connection.execute(
                 f"""select load_id, source_file, sha256, loaded_at from {name}.raw_customer_loads
                     where load_id in (select unnest(?)) order by loaded_at""",
@@ -145,7 +216,7 @@ def build_training_assets(use_case: UseCase) -> list:
         trigger = trigger_of(context.run.tags)
         artifact = replace(
             provisional,
-            model_version=f"{name}-{trained_at:%Y%m%d-%H%M%S}-{provisional.sha256[:8]}",
+            model_version=version,
             metrics=metrics,
             training_set_fingerprint=fingerprint,
             lineage={
@@ -165,6 +236,9 @@ def build_training_assets(use_case: UseCase) -> list:
                 ),
                 "feature_mart_run_id": _latest_run_id(context, features_key),
                 "scale_pos_weight": trained.scale_pos_weight,
+                "split_seed": use_case.split.seed,
+                "search": search_summary(trained.search),
+                "refit_on_all_data": False,
             },
             reference_profile={
                 "features": build_reference_profile(training_set, use_case.features),
@@ -175,6 +249,13 @@ def build_training_assets(use_case: UseCase) -> list:
         deciles = decile_table(test[target].to_numpy(), test_scores)
         calibration = calibration_table(test[target].to_numpy(), test_scores)
         chart = lift_and_calibration_chart(deciles, calibration, f"{artifact.model_version}, test split")
+        curve = validation_curve_chart(
+            trained.search.best.curve,
+            trained.validation_curve,
+            trained.best_iteration,
+            params.early_stopping_metric,
+            f"{artifact.model_version}: {params.early_stopping_metric} per round",
+        )
         context.add_output_metadata(
             {
                 **float_metrics(metrics, prefix="test_"),
@@ -184,8 +265,12 @@ def build_training_assets(use_case: UseCase) -> list:
                     deciles[["decile", "customers", "buyers", "response_rate", "lift", "cumulative_capture"]]
                 ),
                 "lift_and_calibration": png_image(chart, "lift and calibration"),
+                "validation_curve": png_image(curve, "validation curve per boosting round"),
+                "calibration": dg.MetadataValue.json(trained.calibration),
+                "search": dg.MetadataValue.json(artifact.lineage["search"]),
+                "search_trials": markdown_table(trained.search.table()),
                 "top_features": markdown_table(feature_importance(trained.booster)),
-                "params": dg.MetadataValue.json(params.model_dump()),
+                "params": dg.MetadataValue.json(artifact.params),
             }
         )
         return artifact
@@ -194,8 +279,9 @@ def build_training_assets(use_case: UseCase) -> list:
         asset=model_key,
         description=(
             f"Test-split ROC AUC must reach the use case's floor ({use_case.thresholds.min_test_roc_auc}). "
-            "Not blocking: model_validation records a model below the floor as rejected, with the reason, "
-            "and such a model never becomes champion."
+            "Not blocking: model_validation applies the same floor on its decision set (the newest labelled "
+            "period's test customers, else this test split) and records a model below it as rejected, with "
+            "the reason; such a model never becomes champion."
         ),
     )
     def meets_quality_floor(propensity_model: ModelArtifact) -> dg.AssetCheckResult:

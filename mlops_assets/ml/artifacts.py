@@ -1,7 +1,8 @@
-"""Model artefacts: LightGBM's text format plus a sha256, never pickle.
+"""Model artefacts: LightGBM's text format and the calibration map (JSON) plus a sha256, never pickle.
 
-The text format holds only tree structure and numbers, so loading an artefact cannot run code; the
-checksum catches any change to the text between training and scoring.
+The text format holds only tree structure and numbers, and the calibration only numbers, so loading
+an artefact cannot run code; the checksum covers both and catches any change between training and
+scoring. `predict` is the one way scores are produced: raw score, then the stored calibration.
 """
 
 from __future__ import annotations
@@ -22,11 +23,22 @@ class ArtifactIntegrityError(RuntimeError):
     """The stored model text does not match its recorded checksum."""
 
 
-_JSON_FIELDS = ("params", "metrics", "lineage", "reference_profile")
+_JSON_FIELDS = ("params", "metrics", "lineage", "reference_profile", "calibration")
 
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def artifact_sha256(model_text: str, calibration: dict) -> str:
+    """The checksum of what produces a score: the model text and, if any, the calibration map.
+
+    Without a calibration (models from before calibration existed) it is the text's own sha256, so
+    older registry rows still verify.
+    """
+    if not calibration:
+        return sha256_text(model_text)
+    return sha256_text(model_text + "\n#calibration " + json.dumps(calibration, sort_keys=True))
 
 
 @dataclass(frozen=True)
@@ -46,19 +58,24 @@ class ModelArtifact:
     lineage: dict = field(default_factory=dict)
     # Feature distributions of the training data (ml/drift.py), the reference for drift monitoring.
     reference_profile: dict = field(default_factory=dict)
+    # Raw score -> probability (ml/calibration.py), fitted on the validation split; covered by sha256.
+    calibration: dict = field(default_factory=dict)
 
     @classmethod
-    def from_booster(cls, booster: lgb.Booster, **fields) -> ModelArtifact:
+    def from_booster(cls, booster: lgb.Booster, calibration: dict | None = None, **fields) -> ModelArtifact:
         model_text = booster.model_to_string()
-        return cls(model_text=model_text, sha256=sha256_text(model_text), **fields)
+        calibration = calibration or {}
+        return cls(
+            model_text=model_text, sha256=artifact_sha256(model_text, calibration), calibration=calibration, **fields
+        )
 
     def verify(self) -> None:
-        actual = sha256_text(self.model_text)
+        actual = artifact_sha256(self.model_text, self.calibration)
         if actual != self.sha256:
             raise ArtifactIntegrityError(
                 f"model {self.model_version}: artefact checksum mismatch "
-                f"(recorded sha256 {self.sha256}, stored text hashes to {actual}); "
-                "refusing to use a model whose text changed after training"
+                f"(recorded sha256 {self.sha256}, stored text and calibration hash to {actual}); "
+                "refusing to use a model whose text or calibration changed after training"
             )
 
     def load_booster(self) -> lgb.Booster:
@@ -67,7 +84,15 @@ class ModelArtifact:
         return lgb.Booster(model_str=self.model_text)
 
     def predict(self, frame: pd.DataFrame, chunk_size: int = 250_000) -> np.ndarray:
-        return predict_proba(self.load_booster(), frame, self.features, self.score_offset, chunk_size=chunk_size)
+        """Calibrated purchase probabilities, after verifying the checksum."""
+        return predict_proba(
+            self.load_booster(),
+            frame,
+            self.features,
+            self.score_offset,
+            chunk_size=chunk_size,
+            calibration=self.calibration,
+        )
 
     # Row form for storage in a DuckDB table: JSON for the nested parts.
     def to_record(self) -> dict:
@@ -83,5 +108,5 @@ class ModelArtifact:
         record["features"] = [FeatureSpec(**f) for f in json.loads(record["features"])]
         for key in _JSON_FIELDS:
             value = record.get(key)
-            record[key] = json.loads(value) if isinstance(value, str) else {}
+            record[key] = json.loads(value) if isinstance(value, str) and value else {}
         return cls(**record)

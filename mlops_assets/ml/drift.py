@@ -401,3 +401,117 @@ def _nan_if_none(value: float | None) -> float:
 
 def _json_float(value: float) -> float | None:
     return None if pd.isna(value) else float(value)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Likely causes of a batch's drift
+
+# Cause classes, in the order a batch's primary cause is chosen. The first two are broken data (the
+# staging checks normally stop such a batch before it gets here); seasonal drift is expected.
+CAUSES = (
+    "unit_scale_change",
+    "missing_values",
+    "new_categories",
+    "co_moving_group",
+    "single_feature_shift",
+    "score_only_shift",
+    "target_rate_change",
+    "seasonal",
+)
+# Causes that call for retraining on the new data. Broken data never does (a retrain would learn
+# the bug), seasonal drift is expected, and a changed buyer rate alone does not change the ranking
+# (the realized-performance check judges that once outcomes arrive).
+RETRAIN_CAUSES = frozenset({"new_categories", "co_moving_group", "single_feature_shift", "score_only_shift"})
+# A numeric feature "moved for everyone" when its KS statistic reaches this: most customers now lie
+# on the other side of where they used to be (a macro indicator in a new regime, not a tail).
+WHOLE_POPULATION_KS = 0.5
+UNIT_LOG10_TOLERANCE = 0.1
+
+
+def _unit_jump(row) -> bool:
+    reference, current = row["reference_mean"], row["current_mean"]
+    if row["type"] != "numeric" or not (reference > 0 and current > 0):
+        return False
+    exponent = math.log10(current / reference)
+    return round(exponent) != 0 and abs(exponent - round(exponent)) <= UNIT_LOG10_TOLERANCE
+
+
+def feature_causes(
+    report: pd.DataFrame, seasonal: set[str] | frozenset[str] = frozenset(), co_moving_min: int = 3
+) -> pd.Series:
+    """Likely cause per drifted feature of a `compare_to_reference` report ("" where none drifted).
+
+    Hand-written rules on the report's own measures (no library classifies drift causes):
+    a mean that is the reference's x10^k is a unit change; a missing share up by the alert margin is
+    missing values; unseen categories gaining share are new categories; features declared seasonal
+    are seasonal; `co_moving_min` or more numeric features moving for the whole population at once
+    (KS >= WHOLE_POPULATION_KS) are a co-moving group (e.g. macro indicators in a new economic
+    regime); any other drifted feature is a single-feature shift.
+    """
+    causes = pd.Series("", index=report.index, dtype=object)
+    drifted = report["drifted"].astype(bool)
+    for index, row in report[drifted].iterrows():
+        if row["feature"] in seasonal:
+            causes[index] = "seasonal"
+        elif _unit_jump(row):
+            causes[index] = "unit_scale_change"
+        elif row["current_missing_share"] - row["reference_missing_share"] > 0 and "missing share" in row["reason"]:
+            causes[index] = "missing_values"
+        elif row["type"] == "categorical" and OTHER_CATEGORY in row["reason"]:
+            causes[index] = "new_categories"
+        else:
+            causes[index] = "shift"
+    moving = (causes == "shift") & (report["type"] == "numeric") & (report["ks_statistic"] >= WHOLE_POPULATION_KS)
+    group = moving.sum() >= co_moving_min
+    causes[causes == "shift"] = "single_feature_shift"
+    if group:
+        causes[moving] = "co_moving_group"
+    return causes
+
+
+def target_rate_change(
+    batch_buyers: int, batch_outcomes: int, reference_buyers: int, reference_outcomes: int, z_alert: float = 4.0
+) -> dict | None:
+    """The batch's buyer rate against the reference's (two-proportion z-test), once outcomes arrived.
+
+    None when either side has no outcomes; `changed` when |z| >= z_alert (a strict bar: with monthly
+    batches a seasonal rate difference should not count as a change).
+    """
+    if batch_outcomes == 0 or reference_outcomes == 0:
+        return None
+    batch_rate, reference_rate = batch_buyers / batch_outcomes, reference_buyers / reference_outcomes
+    pooled = (batch_buyers + reference_buyers) / (batch_outcomes + reference_outcomes)
+    spread = math.sqrt(pooled * (1 - pooled) * (1 / batch_outcomes + 1 / reference_outcomes))
+    z = (batch_rate - reference_rate) / spread if spread > 0 else 0.0
+    return {"batch_rate": batch_rate, "reference_rate": reference_rate, "z": z, "changed": abs(z) >= z_alert}
+
+
+def classify_batch(
+    report: pd.DataFrame,
+    *,
+    score_drifted: bool,
+    seasonal: set[str] | frozenset[str] = frozenset(),
+    co_moving_min: int = 3,
+    target_rate: dict | None = None,
+) -> dict:
+    """The batch's causes of drift: per feature, the set of causes, the primary one, and whether they
+    call for retraining (`requests_retrain`), with a one-line explanation for the UI and alerts."""
+    per_feature = feature_causes(report, seasonal, co_moving_min)
+    found = {cause: report.loc[per_feature == cause, "feature"].tolist() for cause in CAUSES}
+    explained_by_features = any(found[c] for c in CAUSES if c != "seasonal")
+    if score_drifted and not explained_by_features and not found["seasonal"]:
+        found["score_only_shift"] = ["model_score"]
+    if target_rate is not None and target_rate["changed"]:
+        found["target_rate_change"] = ["target"]
+    causes = [cause for cause in CAUSES if found[cause]]
+    retrain = [cause for cause in causes if cause in RETRAIN_CAUSES]
+    return {
+        "per_feature": per_feature,
+        "causes": causes,
+        "primary_cause": causes[0] if causes else "none",
+        "features_by_cause": {cause: found[cause] for cause in causes},
+        "requests_retrain": bool(retrain),
+        "retrain_causes": retrain,
+        "target_rate": target_rate,
+        "explanation": "; ".join(f"{cause}: {', '.join(found[cause][:6])}" for cause in causes) or "no drift",
+    }

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from mlops_assets.ml.calibration import calibration_metrics
 
 
 def rank_of(scores: np.ndarray) -> np.ndarray:
@@ -44,20 +46,24 @@ def decile_table(y_true: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
 
 
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """ROC AUC, PR AUC, Brier score, and lift and capture rate in the top decile."""
+    """Ranking (ROC AUC, PR AUC, lift and capture in the top decile, capture in the top 20%) and
+    calibration (Brier score against the base rate's, ECE, mean score against the realized rate)."""
     y_true = np.asarray(y_true, dtype=float)
     scores = np.asarray(scores, dtype=float)
     if len(np.unique(y_true)) < 2:
         raise ValueError("metrics need both buyers and non-buyers in the evaluation data")
-    top = decile_of_rank(scores) == 1
+    rank = rank_of(scores)
+    top = decile_from_rank(rank) == 1
+    top_fifth = rank <= len(rank) // 5
     base_rate = float(y_true.mean())
     top_rate = float(y_true[top].mean())
     return {
         "roc_auc": float(roc_auc_score(y_true, scores)),
         "pr_auc": float(average_precision_score(y_true, scores)),
-        "brier_score": float(brier_score_loss(y_true, scores)),
         "top_decile_lift": top_rate / base_rate,
         "top_decile_capture_rate": float(y_true[top].sum() / y_true.sum()),
+        "top_20pct_capture_rate": float(y_true[top_fifth].sum() / y_true.sum()),
+        **calibration_metrics(y_true, scores),
         "base_rate": base_rate,
         "customers": float(len(y_true)),
         "buyers": float(y_true.sum()),

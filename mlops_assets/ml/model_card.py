@@ -43,16 +43,25 @@ FAIRNESS_COLUMNS = [
 ]
 
 
+METRIC_NAMES = (
+    "top_decile_lift",
+    "top_decile_capture_rate",
+    "top_20pct_capture_rate",
+    "pr_auc",
+    "roc_auc",
+    "brier_score",
+    "base_rate_brier",
+    "ece",
+    "mean_score",
+    "realized_rate",
+    "customers",
+    "buyers",
+)
+
+
 def _metrics_table(metrics: dict, champion_metrics: dict | None) -> pd.DataFrame:
     rows = []
-    for name in (
-        "roc_auc",
-        "pr_auc",
-        "top_decile_lift",
-        "top_decile_capture_rate",
-        "brier_score",
-        "base_rate",
-    ):
+    for name in METRIC_NAMES:
         if name in metrics:
             rows.append(
                 {
@@ -84,14 +93,41 @@ def render_model_card(
     decision: str,
     status_events: pd.DataFrame,
     limitations: list[str],
+    comparison: dict | None = None,
+    calibration_map: dict | None = None,
 ) -> str:
     feature_list = ", ".join(f"{f['name']} ({f['type']})" for f in features)
     events = status_events[["changed_at", "status", "actor", "reason"]] if not status_events.empty else None
-    recent = (
-        f"Most recent labelled data ({recent_metrics.get('customers', 0):.0f} customers): ROC AUC "
-        f"{recent_metrics['roc_auc']:.4f}, top-decile lift {recent_metrics['top_decile_lift']:.2f}."
-        if recent_metrics
-        else "Most recent labelled data: not available separately (see limitations)."
+    comparison = comparison or {}
+    decided_on = comparison.get("description", "the test split")
+    paired = comparison.get("paired") or {}
+    intervals = "\n".join(
+        f"- {d['metric']}: {d['challenger']:.4f} vs champion {d['champion']:.4f}, difference "
+        f"{d['difference']:+.4f} [{d['confidence']:.0%} bootstrap CI {d['low']:+.4f}, {d['high']:+.4f}] "
+        f"({d['resamples']} paired resamples)"
+        for d in paired.values()
+    )
+    decision_metrics = comparison.get("challenger") or recent_metrics or {}
+    calibration_text = _calibration_text(decision_metrics, comparison.get("champion"), calibration_map or {})
+    second_view = (
+        "The decision set is the random test split (a single period, or too few recent customers)."
+        if comparison.get("set", "random_split") == "random_split"
+        else "Second view, the random test split (all periods):\n\n" + _table(_metrics_table(metrics, champion_metrics))
+    )
+    search = lineage.get("search") or {}
+    search_text = (
+        f"{search['trials']} trial(s) of {search['folds']}-fold cross-validation on {search['search_rows']} training "
+        f"rows ({search['seconds']:.1f} s{', stopped by the time budget' if search.get('stopped_by_time') else ''}); "
+        f"best CV {search['cv_metric']} {search['best_cv_mean']:.4f} +/- {search['best_cv_std']:.4f} "
+        f"(configured parameters: {search['configured_params_cv_mean']:.4f}), {search['best_rounds']} rounds; "
+        f"best parameters `{json.dumps(search['best_params'], sort_keys=True)}`"
+        if search
+        else "no search recorded"
+    )
+    refit = (
+        "The model was refit on all labelled data after selection."
+        if lineage.get("refit_on_all_data")
+        else "The model is the one that was evaluated (trained on the training split only; not refit on all data)."
     )
     return f"""# Model card: {model_version}
 
@@ -118,15 +154,23 @@ population. Not for decisions about credit, pricing or eligibility.
 ## Parameters
 `{json.dumps(params, sort_keys=True)}`
 
-## Metrics (test split, compared with champion {champion_version or "none"} on the same customers)
-{_table(_metrics_table(metrics, champion_metrics))}
+Search: {search_text}. {refit}
 
-{recent}
+## Metrics on the decision set, against champion {champion_version or "none"} on the same customers
+Decision set: {decided_on}.
 
-## Lift by score decile (test split)
+{_table(_metrics_table(decision_metrics, comparison.get("champion")))}
+
+{intervals or "No paired comparison (no champion)."}
+
+{second_view}
+
+## Lift by score decile (decision set)
 {_table(deciles, DECILE_COLUMNS)}
 
-## Calibration (test split)
+## Calibration (decision set)
+{calibration_text}
+
 {_table(calibration, ["bin", "customers", "mean_score", "observed_rate"])}
 
 ## Fairness
@@ -143,3 +187,26 @@ population. Not for decisions about credit, pricing or eligibility.
 ## Known limitations
 {chr(10).join(f"- {item}" for item in limitations)}
 """
+
+
+def _calibration_text(metrics: dict, champion: dict | None, calibration: dict) -> str:
+    """Brier vs the base rate's, ECE, mean score vs realized rate, and how scores were calibrated."""
+    if not metrics or "ece" not in metrics:
+        return "_no calibration figures recorded_"
+    method = (
+        f"Scores are calibrated with {calibration['method']} calibration fitted on the validation split "
+        f"({calibration.get('rows', 'n/a')} customers, {calibration.get('buyers', 'n/a')} buyers). "
+        if calibration
+        else "No calibration map stored (a model from before calibration). "
+    )
+    text = (
+        f"{method}This model: Brier score {metrics['brier_score']:.4f} against {metrics['base_rate_brier']:.4f} for "
+        f"predicting the base rate for everyone; expected calibration error {metrics['ece']:.4f}; mean score "
+        f"{metrics['mean_score']:.4f} against a realized buyer rate of {metrics['realized_rate']:.4f}."
+    )
+    if champion and "ece" in champion:
+        text += (
+            f" Champion on the same customers: Brier {champion['brier_score']:.4f}, ECE {champion['ece']:.4f}, "
+            f"mean score {champion['mean_score']:.4f}."
+        )
+    return text

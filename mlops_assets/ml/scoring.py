@@ -7,7 +7,19 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
+from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.evaluation import decile_from_rank, rank_of
+
+
+def score_customers(model: ModelArtifact, customers: pd.DataFrame, chunk_size: int = 250_000) -> np.ndarray:
+    """Purchase probabilities of `customers` (raw feature columns) with a stored model.
+
+    The one scoring function: verifies the artefact's checksum (model text and calibration), computes
+    LightGBM's raw score in chunks and applies the model's calibration. Batch scoring, the published
+    file, validation and drift all get their scores from here (or from `ModelArtifact.predict`, which
+    this calls).
+    """
+    return model.predict(customers, chunk_size=chunk_size)
 
 
 def score_table(customer_ids: pd.Series, scores: np.ndarray, model_version: str, scored_at: datetime) -> pd.DataFrame:

@@ -273,7 +273,13 @@ def canary_bucket(use_case: str, customer_id: str) -> float:
 
 def score_with(model: ServedModel, features: pd.DataFrame) -> np.ndarray:
     """The batch path's scoring call (defs/scoring.py, customer_scores): same function, same arguments."""
-    return predict_proba(model.booster, features, model.artifact.features, model.artifact.score_offset)
+    return predict_proba(
+        model.booster,
+        features,
+        model.artifact.features,
+        model.artifact.score_offset,
+        calibration=model.artifact.calibration,
+    )
 
 
 def _reasons_with(model: ServedModel, features: pd.DataFrame, readable: dict[str, str], k: int) -> list[list[dict]]:

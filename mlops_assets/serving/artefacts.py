@@ -26,7 +26,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 
-from mlops_assets.ml.artifacts import ArtifactIntegrityError, ModelArtifact, sha256_text
+from mlops_assets.ml.artifacts import ArtifactIntegrityError, ModelArtifact, artifact_sha256
 
 MANIFEST_NAME = "serving.json"
 SHADOW_STATUSES = ("pending_approval", "candidate")
@@ -61,7 +61,8 @@ def _export_model(folder: Path, artifact: ModelArtifact) -> None:
     """Write a version's text and record once; versions are immutable, so existing files are kept
     when their checksum still matches (a tampered file is rewritten from the registry)."""
     text_path = folder / f"{artifact.model_version}.lgb.txt"
-    if not text_path.exists() or sha256_text(text_path.read_text(encoding="utf-8")) != artifact.sha256:
+    stored = text_path.read_text(encoding="utf-8") if text_path.exists() else None
+    if stored is None or artifact_sha256(stored, artifact.calibration) != artifact.sha256:
         _write_atomically(text_path, artifact.model_text)
     record = artifact.to_record()
     record.pop("model_text")

@@ -9,6 +9,15 @@ worlds (0 = old, 1 = new). It acts twice, like real drift does:
 - behaviour: the ground-truth probability of buying, `true_propensity`, mixes the old buyer
   persona's and the new one's, with weights 1 - persona_shift and persona_shift.
 
+An economic *regime change* (`regime` in [0, 1], 0 = the old economy) acts like the macro
+indicators of a real campaign data set: the policy interest rate, the unemployment rate and consumer
+confidence recorded with each customer (the values at the contact date) move together for every
+customer of the later periods, and the buyer changes with them: in the new regime product A sells to
+older savers with high balances and an investment account and without a mortgage, the opposite of
+the old 45-year-old urban persona. Calendar features are part of the data too: `contact_month`
+(spread over the year, or one month for a batch of that month: `month`) and `contact_weekday`;
+buying is a little likelier in the winter months (a seasonal effect a model learns from a year of data).
+
 Reproducibility: row r of the population defined by `seed` always has the same values, however the
 rows are chunked. Rows are grouped in fixed blocks of BLOCK_SIZE; block b draws from its own
 generator, `SeedSequence(seed, spawn_key=(b,))`, which is exactly `SeedSequence(seed).spawn(b + 1)[b]`,
@@ -76,6 +85,16 @@ MIN_AGE, MAX_AGE = 18, 95
 MAX_PRODUCTS = 10
 MAX_LOGINS = 300
 
+# Macro indicators at the contact date: (old-regime level, new-regime level, spread between customers).
+# The spread is within-period variation (contact dates differ); the regime moves every level at once
+# by several spreads.
+MACRO = {
+    "interest_rate": (1.0, 3.5, 0.3),  # policy rate, percent
+    "unemployment_rate": (2.4, 4.6, 0.3),  # percent
+    "consumer_confidence": (0.0, -35.0, 6.0),  # index, 0 = long-run average
+}
+SEASONAL_AMPLITUDE = 0.25  # buying is up to 25% likelier in December than on average, 25% less in June
+
 COLUMNS = (
     "customer_id",
     "age",
@@ -88,6 +107,11 @@ COLUMNS = (
     "has_mortgage",
     "has_investment_account",
     "salary_account",
+    "interest_rate",
+    "unemployment_rate",
+    "consumer_confidence",
+    "contact_month",
+    "contact_weekday",
     "bought_product_a",
 )
 SCHEMA = pa.schema(
@@ -103,30 +127,45 @@ SCHEMA = pa.schema(
         ("has_mortgage", pa.bool_()),
         ("has_investment_account", pa.bool_()),
         ("salary_account", pa.bool_()),
+        ("interest_rate", pa.float32()),
+        ("unemployment_rate", pa.float32()),
+        ("consumer_confidence", pa.float32()),
+        ("contact_month", pa.int8()),
+        ("contact_weekday", pa.int8()),
         ("bought_product_a", pa.bool_()),
     ]
 )
 
 
-def _check_shift(persona_shift: float) -> float:
+def _check_shift(persona_shift: float, name: str = "persona_shift") -> float:
     if not 0.0 <= persona_shift <= 1.0:
-        raise ValueError(f"persona_shift must be in [0, 1], got {persona_shift}")
+        raise ValueError(f"{name} must be in [0, 1], got {persona_shift}")
     return float(persona_shift)
+
+
+def _check_month(month: int | None) -> int | None:
+    if month is not None and not 1 <= month <= 12:
+        raise ValueError(f"month must be 1-12 or None (the whole year), got {month}")
+    return month
 
 
 def _logistic(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def true_propensity(frame: pd.DataFrame, persona_shift: float) -> np.ndarray:
+def true_propensity(frame: pd.DataFrame, persona_shift: float, regime: float = 0.0) -> np.ndarray:
     """Ground-truth probability that each customer buys product A, at the given shift.
 
     A mixture of two buyer personas, each a logistic model: the old one (peaks at 40-50, urban, long
     relationship, salary account) with weight 1 - persona_shift, the new one (under 30, frequent
     digital user, new to the bank) with weight persona_shift. Mixing probabilities rather than
     log-odds keeps the buyer rate near 8% all along the shift instead of dipping in the middle.
+
+    `regime` mixes in, the same way, the new economy's buyer (older saver, high balance, investment
+    account, no mortgage). Frames with `contact_month` get the seasonal factor on top.
     """
     shift = _check_shift(persona_shift)
+    regime = _check_shift(regime, "regime")
     age = frame["age"].to_numpy(dtype=np.float64)
     years = np.minimum(frame["relationship_years"].to_numpy(dtype=np.float64), 25.0)
     logins = frame["digital_logins_per_month"].to_numpy(dtype=np.float64)
@@ -147,14 +186,32 @@ def true_propensity(frame: pd.DataFrame, persona_shift: float) -> np.ndarray:
         - 0.08 * years
         + 0.3 * urban
     )
-    return (1.0 - shift) * _logistic(old_world) + shift * _logistic(new_world)
+    persona = (1.0 - shift) * _logistic(old_world) + shift * _logistic(new_world)
+    if regime > 0:
+        balance = np.log(np.maximum(frame["balance_chf"].to_numpy(dtype=np.float64), 1.0))
+        saver = (
+            -3.5
+            + 2.0 * _logistic((age - 58.0) / 4.0)  # 55 and older
+            + 0.6 * (balance - 10.0)
+            + 0.7 * frame["has_investment_account"].to_numpy(dtype=np.float64)
+            - 0.8 * frame["has_mortgage"].to_numpy(dtype=np.float64)
+            - 0.5 * urban
+        )
+        persona = (1.0 - regime) * persona + regime * _logistic(saver)
+    if "contact_month" in frame.columns:
+        month = frame["contact_month"].to_numpy(dtype=np.float64)
+        persona = np.minimum(persona * (1.0 + SEASONAL_AMPLITUDE * np.cos(2 * np.pi * month / 12.0)), 1.0)
+    return persona
 
 
-def _block_columns(seed: int, block: int, persona_shift: float) -> dict[str, np.ndarray]:
+def _block_columns(
+    seed: int, block: int, persona_shift: float, regime: float = 0.0, month: int | None = None
+) -> dict[str, np.ndarray]:
     """All columns of rows block * BLOCK_SIZE ... (block + 1) * BLOCK_SIZE - 1.
 
     Every random draw happens in a fixed order and size regardless of persona_shift, so the shift
-    only changes how the same random numbers are turned into customers.
+    only changes how the same random numbers are turned into customers. The macro and calendar columns
+    draw after the purchase's random number, so they leave the older columns as they were.
     """
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(block,)))
     n, shift = BLOCK_SIZE, persona_shift
@@ -203,8 +260,13 @@ def _block_columns(seed: int, block: int, persona_shift: float) -> dict[str, np.
         "has_investment_account": investment,
         "salary_account": salary,
     }
-    propensity = true_propensity(_to_frame(columns), shift)
-    columns["bought_product_a"] = rng.random(n) < propensity
+    purchase_draw = rng.random(n)
+    for name, (old, new, spread) in MACRO.items():
+        columns[name] = np.round(old + regime * (new - old) + rng.normal(0.0, spread, n), 2).astype(np.float32)
+    months = rng.integers(1, 13, n) if month is None else np.full(n, month)
+    columns["contact_month"] = months.astype(np.int8)
+    columns["contact_weekday"] = rng.integers(1, 6, n).astype(np.int8)
+    columns["bought_product_a"] = purchase_draw < true_propensity(_to_frame(columns), shift, regime)
     return columns
 
 
@@ -226,10 +288,15 @@ def iter_customers(
     chunk_size: int = 250_000,
     persona_shift: float = 0.0,
     id_offset: int = 0,
+    regime: float = 0.0,
+    month: int | None = None,
 ) -> Iterator[pd.DataFrame]:
     """Customers id_offset + 1 ... id_offset + n_customers, in DataFrames of chunk_size rows (the last
-    may be shorter). Their concatenation depends only on seed, persona_shift, id_offset and n."""
+    may be shorter). Their concatenation depends only on seed, persona_shift, regime, month,
+    id_offset and n."""
     shift = _check_shift(persona_shift)
+    regime = _check_shift(regime, "regime")
+    month = _check_month(month)
     if n_customers < 0 or id_offset < 0 or chunk_size < 1:
         raise ValueError("n_customers and id_offset must be >= 0 and chunk_size >= 1")
     start, end = id_offset, id_offset + n_customers
@@ -238,7 +305,8 @@ def iter_customers(
     for block in range(start // BLOCK_SIZE, -(-end // BLOCK_SIZE)):
         block_start = block * BLOCK_SIZE
         rows = slice(max(start, block_start) - block_start, min(end, block_start + BLOCK_SIZE) - block_start)
-        pending.append({name: values[rows] for name, values in _block_columns(seed, block, shift).items()})
+        columns = _block_columns(seed, block, shift, regime, month)
+        pending.append({name: values[rows] for name, values in columns.items()})
         pending_rows += rows.stop - rows.start
         # Memory stays within one chunk plus one block, whatever n_customers is.
         while pending_rows >= chunk_size:

@@ -16,10 +16,12 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from mlops_assets.ml.datasets import TimeSpec
 from mlops_assets.ml.drift import DriftThresholds
 from mlops_assets.ml.fairness import FairnessBounds
 from mlops_assets.ml.promotion import PromotionPolicy
 from mlops_assets.ml.training import FeatureSpec, TrainingParams
+from mlops_assets.ml.windows import TrainingWindow
 from mlops_assets.quality.rows import ColumnRule, rules_from_dictionary
 from mlops_assets.settings import resolve_project_path
 
@@ -74,16 +76,13 @@ class QualitySpec(BaseModel):
         10.0, gt=0, description="Fail when a load has more rows than this times the previous load's."
     )
     max_null_share: float = Field(0.0, ge=0, le=1, description="Largest share of nulls in a feature column.")
-    distribution_tolerance_std: float = Field(
-        0.5, gt=0, description="A column's mean may move this many reference standard deviations."
-    )
-    max_shifted_share: float = Field(
-        0.25,
-        ge=0,
-        le=1,
+    unit_change_tolerance: float = Field(
+        0.1,
+        gt=0,
+        lt=0.5,
         description=(
-            "Fail the distribution check when more than this share of columns moved: a few shifted "
-            "columns are drift (monitored, may retrain); most columns shifting means a different data set."
+            "A column is a unit change when its quartiles are all the reference's times 10^k (k != 0) "
+            "within this many log10 units. Distribution shifts within valid values are drift, never blocked."
         ),
     )
 
@@ -117,6 +116,21 @@ class MonitoringSpec(BaseModel):
         30, ge=0, description="After a retrain request, further failures wait this long (then one request)."
     )
     published_scores_max_age_hours: float = Field(26, gt=0, description="Freshness of the published scores.")
+    seasonal_features: list[str] = Field(
+        default_factory=list,
+        description="Features whose drift is expected (calendar, campaign): reported, never a retrain by itself.",
+    )
+    co_moving_min_features: int = Field(
+        3, ge=2, description="This many features moving for the whole population at once are a co-moving group."
+    )
+    drift_policy: Literal["admit", "review", "block"] = Field(
+        "admit",
+        description=(
+            "A batch whose drift calls for retraining: admit (load, alert, retrain), review (hold it out of "
+            "the history until a data engineer accepts or rejects it) or block (reject it)."
+        ),
+    )
+    training_window: TrainingWindow = TrainingWindow()
 
 
 class FairnessSpec(FairnessBounds):
@@ -139,6 +153,7 @@ class UseCase(BaseModel):
     features: list[FeatureSpec]
     sensitive_attributes: list[str] = []
     split: SplitSpec = SplitSpec()
+    time: TimeSpec = TimeSpec()
     training: TrainingParams = TrainingParams()
     thresholds: Thresholds = Thresholds()
     quality: QualitySpec = QualitySpec()
@@ -150,7 +165,7 @@ class UseCase(BaseModel):
         default_factory=dict, description="Readable names of features built in dbt (not in the dictionary)."
     )
     known_limitations: list[str] = []
-    replay: Literal["caravan"] | None = Field(
+    replay: Literal["caravan", "swiss_bank"] | None = Field(
         None, description="Replay generator for monitoring drills (mlops_assets/replay.py), if any."
     )
 
@@ -170,6 +185,11 @@ class UseCase(BaseModel):
             raise ValueError(f"features listed twice: {duplicated}")
         if self.target in names:
             raise ValueError(f"the target {self.target!r} cannot also be a feature")
+        if self.time.order == "column" and self.time.column in names:
+            raise ValueError(f"the time column {self.time.column!r} cannot also be a feature")
+        unknown_seasonal = sorted(set(self.monitoring.seasonal_features) - set(names))
+        if unknown_seasonal:
+            raise ValueError(f"monitoring.seasonal_features are not features: {unknown_seasonal}")
         if self.fairness and self.fairness.attribute not in self.sensitive_attributes:
             raise ValueError(f"fairness attribute {self.fairness.attribute!r} is not in sensitive_attributes")
         return self
