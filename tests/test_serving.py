@@ -12,8 +12,11 @@ import json
 import shutil
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
+import dagster as dg
 import duckdb
 import httpx
 import pandas as pd
@@ -75,12 +78,7 @@ def _manual_caravan():
     return caravan.model_copy(update={"promotion": promotion})
 
 
-@pytest.fixture(scope="module")
-def platform(completed_pipeline, tmp_path_factory):
-    home = tmp_path_factory.mktemp("serving") / "home"
-    shutil.copytree(completed_pipeline.settings.home, home)
-    harness = make_harness(home, use_cases=(_manual_caravan(),))
-    full_key, lookup_key = new_api_key(), new_api_key()
+def _serving_config(home, full_key: str, lookup_key: str, **overrides) -> Path:
     config = home / "serving.yaml"
     config.write_text(
         json.dumps(
@@ -93,15 +91,32 @@ def platform(completed_pipeline, tmp_path_factory):
                 "max_body_bytes": 200_000,
                 "max_records": 50,
                 "watch_interval_seconds": 0.1,
+                **overrides,
             }
         )
     )
+    return config
+
+
+@contextmanager
+def _serving(completed_pipeline, home: Path, use_cases=None, **config_overrides):
+    """A copy of the session's completed pipeline, as its first run left it, and a service over it."""
+    shutil.copytree(completed_pipeline.pristine_home, home)
+    harness = make_harness(home, use_cases=use_cases)
+    full_key, lookup_key = new_api_key(), new_api_key()
+    config = _serving_config(home, full_key, lookup_key, **config_overrides)
     service = ServiceProcess(home, config, home / "service.log")
     try:
         service.wait_until_ready()
         yield Platform(harness, service, full_key, lookup_key)
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def platform(completed_pipeline, tmp_path_factory):
+    with _serving(completed_pipeline, tmp_path_factory.mktemp("serving") / "home", (_manual_caravan(),)) as served:
+        yield served
 
 
 def test_ready_and_use_cases_name_the_verified_champion(platform):
@@ -400,6 +415,26 @@ def test_graceful_shutdown_exits_cleanly_with_every_request_on_disk(platform):
         assert all(json.loads(line)["request_id"] for line in text.splitlines())
 
 
+def test_served_records_drawn_like_the_training_population_pass_the_drift_check(completed_pipeline, tmp_path):
+    """The passing side of served_feature_drift (its failing side is in the shadow test above): a random
+    sample of the export, the population the champion was trained on, scored through the service."""
+    with _serving(completed_pipeline, tmp_path / "home", max_records=1000, max_body_bytes=5_000_000) as served:
+        with duckdb.connect(str(served.harness.settings.duckdb_path), read_only=True) as connection:
+            sample = connection.execute(
+                "select customer_id from caravan.raw_customers using sample reservoir(1000 rows) repeatable (7)"
+            ).fetchdf()["customer_id"]
+        answer = served.score(_raw_records(served, list(sample)))
+        assert answer.status_code == 200, answer.text
+        assert len(answer.json()["results"]) == 1000
+    run = served.harness.run("caravan_served_traffic")
+    assert run.success
+    (drift_check,) = run.get_asset_check_evaluations()
+    assert drift_check.check_name == "served_feature_drift"
+    assert drift_check.passed, drift_check.description
+    assert drift_check.description.startswith("0 drifted feature(s) in 1000 served records")
+    assert drift_check.metadata["served_records"].value == 1000
+
+
 def test_api_keys_are_stored_hashed_and_bad_configuration_is_refused(tmp_path):
     key = new_api_key()
     config = ServingConfig.load(None, {"MLOPS_API_KEYS": f"crm:{hash_api_key(key)}:lookup+score"})
@@ -418,9 +453,14 @@ def test_swiss_bank_records_score_like_the_batch(tmp_path, monkeypatch):
     batch path agree here too."""
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
     use_case = get_use_case("swiss_bank")
-    write_parquet(use_case.source_path, 5_000, seed=5)
+    write_parquet(use_case.source_path, 1_500, seed=5)
     harness = make_harness(tmp_path, use_cases=(use_case,))
-    assert harness.run("swiss_bank_pipeline").success
+    # Only what the service needs (published scores and the exported model): no drift report,
+    # performance monitoring or served-traffic assets.
+    needed = dg.AssetSelection.assets(dg.AssetKey(["swiss_bank", "serving_models"])).upstream()
+    job = harness.defs.resolve_job_def("swiss_bank_pipeline")
+    asset_keys = list(needed.resolve(harness.defs.resolve_asset_graph()))
+    assert job.execute_in_process(instance=harness.instance, asset_selection=asset_keys).success
     published_dir = harness.settings.published_dir
     manifest = read_manifest(published_dir, "swiss_bank")
     model = load_served_model(models_dir(published_dir, "swiss_bank"), manifest["champion"])
