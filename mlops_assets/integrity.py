@@ -25,6 +25,8 @@ from pathlib import Path
 
 import duckdb
 
+from mlops_assets.ml.artifacts import artifact_sha256
+
 KEY_ENVIRONMENT_VARIABLE = "MLOPS_ARTIFACT_KEY"
 SIGNATURE_COLUMNS = "model_version varchar, sha256 varchar, signature varchar, signed_at timestamp"
 
@@ -64,9 +66,17 @@ def sign_model(connection: duckdb.DuckDBPyConnection, schema: str, model_version
         )
 
 
-def verify_model(connection: duckdb.DuckDBPyConnection, schema: str, model_version: str, model_text: str, key: bytes):
-    """Raise ArtifactTamperedError unless the text's sha256 carries the version's signature."""
-    actual = hashlib.sha256(model_text.encode("utf-8")).hexdigest()
+def verify_model(
+    connection: duckdb.DuckDBPyConnection,
+    schema: str,
+    model_version: str,
+    model_text: str,
+    key: bytes,
+    calibration: dict | None = None,
+):
+    """Raise ArtifactTamperedError unless the artefact's sha256 (text and calibration, as registered)
+    carries the version's signature."""
+    actual = artifact_sha256(model_text, calibration)
     rows = []
     with contextlib.suppress(duckdb.CatalogException):
         rows = connection.execute(
@@ -81,6 +91,6 @@ def verify_model(connection: duckdb.DuckDBPyConnection, schema: str, model_versi
     if not hmac.compare_digest(rows[0][0], signature(key, model_version, actual)):
         raise ArtifactTamperedError(
             f"model {model_version}: the artefact does not match the signature recorded when it was registered "
-            f"(its text now hashes to {actual}); it was changed afterwards. Refusing to score with it; the "
-            "published scores stay those of the last good model. Restore the artefact or roll back."
+            f"(its text and calibration now hash to {actual}); it was changed afterwards. Refusing to score with "
+            "it; the published scores stay those of the last good model. Restore the artefact or roll back."
         )

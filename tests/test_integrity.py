@@ -4,6 +4,7 @@ published scores of the last good model stay. Runs on a copy of the completed pi
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import shutil
 
@@ -12,6 +13,7 @@ import pytest
 
 from mlops_assets.definitions import build_definitions
 from mlops_assets.integrity import ArtifactTamperedError, signature, verify_model
+from mlops_assets.ml.artifacts import artifact_sha256
 from mlops_assets.publishing import read_published
 from mlops_assets.registry import current_champion
 from mlops_assets.run_console import RunSummary, collect_events
@@ -53,7 +55,11 @@ def test_a_tampered_champion_with_a_recomputed_sha256_is_refused(completed_pipel
         ).fetchall()[0][0]
         edited = re.sub(r"leaf_value=-?[0-9.e+-]+", "leaf_value=5", text, count=1)
         assert edited != text
-        digest = hashlib.sha256(edited.encode("utf-8")).hexdigest()
+        calibration = connection.execute(
+            "select calibration from caravan.model_registry where model_version = ?", [champion]
+        ).fetchall()[0][0]
+        # The attacker knows the scheme: the sha256 covers the text and the calibration map.
+        digest = artifact_sha256(edited, json.loads(calibration) if calibration else None)
         for table in ("model_registry", "champion_model"):
             connection.execute(
                 f"update caravan.{table} set model_text = ?, sha256 = ? where model_version = ?",

@@ -44,7 +44,14 @@ def verify_before_scoring(context, use_case_name: str, model: ModelArtifact, war
     """Refuse a champion whose artefact no longer matches its signature (see mlops_assets/integrity.py)."""
     with warehouse.get_connection() as connection:
         try:
-            verify_model(connection, use_case_name, model.model_version, model.model_text, warehouse.signing_key())
+            verify_model(
+                connection,
+                use_case_name,
+                model.model_version,
+                model.model_text,
+                warehouse.signing_key(),
+                calibration=model.calibration,
+            )
         except ArtifactTamperedError as error:
             notifier.notify(
                 context,
