@@ -9,7 +9,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import copy_of_first_run
@@ -104,17 +103,6 @@ def single_class_target(frame, directory):
 
 def tenfold_row_drop(frame, directory):
     return _csv(frame.head(len(frame) // 10), directory / "partial_export.csv")
-
-
-def swapped_distributions(frame, directory, caravan=None):
-    """Same columns and valid codes, but another population: every value drawn uniformly in range."""
-    rng = np.random.default_rng(7)
-    dictionary = pd.read_csv(Path(__file__).parents[1] / "dbt_project/seeds/caravan/caravan_data_dictionary.csv")
-    swapped = frame.copy()
-    for row in dictionary.itertuples():
-        if row.value_type != "target":
-            swapped[row.source_column] = rng.integers(int(row.min_value), int(row.max_value) + 1, len(frame))
-    return _csv(swapped, directory / "other_population.csv")
 
 
 def a_directory(frame, directory):
@@ -297,7 +285,6 @@ CASES = [
         tenfold_row_drop,
         ["partial_export.csv", "table_row_count_to_be_between", "observed 582"],
     ),
-    Case("swapped data set", swapped_distributions, ["other_population.csv", "column_mean_to_be_between"]),
     Case("a directory", a_directory, ["export_folder.csv", "not a file"]),
     Case("symbolic link loop", symlink_loop, ["loop_a.csv", "symbolic link loop"]),
     Case("dangling symbolic link", dangling_symlink, ["moved_export.csv", "link to a file that does not exist"]),

@@ -1,8 +1,9 @@
 """A full disk where the published file is written: the publication fails and says so, the score
 history commits nothing, no temporary file is left, and the previous publication stays.
 
-Uses a 16 KB tmpfs (the test runs as root in CI; `mount` needs it) as the published folder of the
-completed pipeline's warehouse and runs the scoring job against it.
+Uses a 16 KB tmpfs (the test runs as root in CI; `mount` needs it) as the published folder of a copy
+of the completed pipeline's platform and runs the scoring job against it. A copy, because the run
+records validation results and alerts that other tests of the session pipeline count.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import subprocess
 
 import duckdb
 import pytest
+from conftest import copy_of_first_run
 
 from mlops_assets.definitions import build_definitions
 from mlops_assets.run_console import RunSummary, collect_events
@@ -33,13 +35,14 @@ def _history(settings) -> tuple:
         return connection.execute("select count(*), max(published_at) from caravan.score_history").fetchall()[0]
 
 
-def test_a_full_disk_fails_the_publication_truthfully_and_records_nothing(completed_pipeline, full_disk):
-    settings = dataclasses.replace(completed_pipeline.settings, published_dir=full_disk)
+def test_a_full_disk_fails_the_publication_truthfully_and_records_nothing(completed_pipeline, full_disk, tmp_path):
+    platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
+    settings = dataclasses.replace(platform.settings, published_dir=full_disk)
     definitions = build_definitions(settings)
     history_before = _history(settings)
 
     result = definitions.resolve_job_def("caravan_scoring").execute_in_process(
-        instance=completed_pipeline.instance, raise_on_error=False
+        instance=platform.instance, raise_on_error=False
     )
 
     assert not result.success
@@ -52,4 +55,4 @@ def test_a_full_disk_fails_the_publication_truthfully_and_records_nothing(comple
     assert _history(settings) == history_before  # nothing recorded for a publication that did not happen
     assert list(full_disk.iterdir()) == []  # no temporary file left behind, nothing published
     # The regular published file of the pipeline is untouched.
-    assert (completed_pipeline.settings.published_dir / "caravan.duckdb").exists()
+    assert (platform.settings.published_dir / "caravan.duckdb").exists()

@@ -133,9 +133,18 @@ def test_tampered_artefact_is_refused_and_nothing_is_published(auto_platform):
 
 
 def test_audit_returns_the_full_chain_for_a_customer(auto_platform):
+    # Reasons are computed for the customers marketing contacts (the top decile), so audit one of them.
+    published = auto_platform.settings.published_dir / "caravan.duckdb"
+    contacted, not_contacted = read_published(
+        published,
+        "select min(customer_id) filter (where decile = 1) c, min(customer_id) filter (where decile = 10) n "
+        "from customer_scores",
+    ).iloc[0]
     with _warehouse(auto_platform) as connection:
-        rows = audit_customer(connection, "caravan", "CV0001878")
+        rows = audit_customer(connection, "caravan", contacted)
+        unexplained = audit_customer(connection, "caravan", not_contacted)
     assert len(rows) >= 3  # one per publication
+    assert unexplained.iloc[-1]["reasons"] is None and unexplained.iloc[-1]["model_version"]
     latest = rows.iloc[-1]
     assert latest["model_version"] and len(latest["training_set_fingerprint"]) == 64
     assert latest["model_sha256"] and latest["training_rows"] is not None
@@ -147,7 +156,7 @@ def test_audit_returns_the_full_chain_for_a_customer(auto_platform):
     assert audit_customer(
         duckdb.connect(str(auto_platform.settings.duckdb_path), read_only=True),
         "caravan",
-        "CV0001878",
+        contacted,
         "1999-01-01",
     ).empty
 

@@ -392,43 +392,53 @@ def build_monitoring_assets(use_case: UseCase) -> list:
 
 
 def _new_customers_scored(connection, name: str) -> dg.AssetCheckResult:
-    """See the check `new_customers_scored`."""
-    load_id, status, source_file, loaded_at = connection.execute(
-        f"select load_id, status, source_file, loaded_at from {name}.raw_customer_loads order by loaded_at desc limit 1"
+    """See the check `new_customers_scored`. A re-read of a file already ingested (status `skipped`)
+    brings no batch: the newest batch is the newest load that was not skipped."""
+    newest = connection.execute(
+        f"""select load_id, status, source_file, loaded_at from {name}.raw_customer_loads
+            where status <> 'skipped' order by loaded_at desc limit 1"""
     ).fetchone()
-    publication, published_at, customers, new = connection.execute(
+    publication = connection.execute(
         f"""with latest as (select publication_id, published_at from {name}.score_history
                             order by published_at desc limit 1),
                  first_seen as (select customer_id, min(published_at) as first_published
                                 from {name}.score_history group by customer_id)
-            select l.publication_id, l.published_at, count(*),
+            select l.publication_id, l.published_at, count(*), min(h.scored_at),
                    count(*) filter (where f.first_published = l.published_at)
             from {name}.score_history h join latest l using (publication_id)
             join first_seen f using (customer_id)
             group by l.publication_id, l.published_at"""
     ).fetchone()
+    if newest is None or publication is None:
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description="no batch has been scored and published yet"
+        )
+    load_id, status, source_file, loaded_at = newest
+    publication_id, published_at, customers, scored_at, first_time = publication
     metadata = {
         "newest_load": load_id,
         "newest_load_status": status,
-        "publication_id": publication,
+        "publication_id": publication_id,
         "published_customers": customers,
-        "newly_scored_customers": new,
+        "customers_scored_for_the_first_time": first_time,
     }
+    batch = f"the newest batch {load_id} ({source_file}, {loaded_at:%Y-%m-%d %H:%M})"
     if status != "accepted":
         description = (
-            f"the newest batch {load_id} ({source_file}, {loaded_at:%Y-%m-%d %H:%M}) is {status}: its customers are "
-            f"not scored; the published scores are those of publication {publication} ({published_at:%Y-%m-%d %H:%M})"
+            f"{batch} is {status}: its customers are not scored; the published scores are those of publication "
+            f"{publication_id} ({published_at:%Y-%m-%d %H:%M})"
         )
+    elif scored_at < loaded_at.replace(microsecond=0):  # scoring times are kept to the second
+        description = f"{batch} is not scored: publication {publication_id} re-published scores from {scored_at}"
+    else:
         return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
-        )
-    if new == 0:
-        description = f"publication {publication} re-published {customers} old scores; no new customer was scored"
-        return dg.AssetCheckResult(
-            passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
+            passed=True,
+            description=(
+                f"publication {publication_id} scored the {customers} customer(s) of {batch} "
+                f"({first_time} for the first time)"
+            ),
+            metadata=metadata,
         )
     return dg.AssetCheckResult(
-        passed=True,
-        description=f"publication {publication} scored {new} new customer(s) of the newest accepted batch {load_id}",
-        metadata=metadata,
+        passed=False, severity=dg.AssetCheckSeverity.WARN, description=description, metadata=metadata
     )
