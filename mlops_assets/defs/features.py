@@ -4,20 +4,17 @@ Keys follow the DuckDB relation, `<schema>/<alias>` (e.g. `caravan/customer_feat
 case's dbt models sit under its key prefix next to its Python assets, and dbt tests become asset checks.
 """
 
-import os
-import shutil
 from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
+from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
+from mlops_assets.defs.dbt_in_process import DbtProjectConfig, asset_events, discard_artefacts
 from mlops_assets.defs.io_managers import Warehouse, table_metadata
 from mlops_assets.defs.resources import WAREHOUSE_POOL, dbt_project
-
-PARTIAL_PARSE_FILE = "partial_parse.msgpack"
 
 
 class UseCaseDbtTranslator(DagsterDbtTranslator):
@@ -32,14 +29,6 @@ def _column_descriptions(spec: dg.AssetSpec) -> dict[str, str]:
     return {column.name: column.description for column in schema.columns} if schema else {}
 
 
-def _keep_partial_parse_state(run_target: Path, state: Path) -> None:
-    produced = Path(run_target) / PARTIAL_PARSE_FILE
-    if produced.exists():
-        temporary = state / f".{PARTIAL_PARSE_FILE}.tmp"
-        shutil.copyfile(produced, temporary)
-        os.replace(temporary, state / PARTIAL_PARSE_FILE)
-
-
 def _build_dbt_step(name: str, select: str, description: str) -> dg.AssetsDefinition:
     @dbt_assets(
         manifest=dbt_project.manifest_path,
@@ -49,40 +38,26 @@ def _build_dbt_step(name: str, select: str, description: str) -> dg.AssetsDefini
         dagster_dbt_translator=UseCaseDbtTranslator(),
         pool=WAREHOUSE_POOL,
     )
-    def dbt_step(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse):
-        # The dbt profile reads the warehouse path from the environment of the dbt process.
-        os.environ["MLOPS_DUCKDB_PATH"] = warehouse.database
-        # dbt re-parses the whole project (seconds) unless it finds a partial-parse state made with the
-        # same profile. dagster-dbt copies that state from DBT_TARGET_PATH into each run's target
-        # folder; keeping one state per warehouse (refreshed after each build) lets every build after
-        # the first in a warehouse parse only what changed.
+    def dbt_step(context: dg.AssetExecutionContext, dbt: DbtProjectConfig, warehouse: Warehouse):
+        # dbt's parse state and the folders of failed builds live next to the warehouse.
         state = Path(warehouse.database).parent / "dbt_state"
         state.mkdir(exist_ok=True)
-        os.environ["DBT_TARGET_PATH"] = str(state)
-        invocation = dbt.cli(["build"], context=context, raise_on_error=False)
-        # dbt-duckdb holds the warehouse for the whole build, and dagster-dbt's fetch_row_counts() leaves a
-        # connection open in this process that later blocks the IO manager. So the events are collected,
-        # and row counts and column types are read once dbt has exited, with a connection closed after.
-        events = list(invocation.stream())
+        build = dbt.build(context, warehouse.database, state)
+        # Row counts and column types are read once dbt has released the warehouse.
         with warehouse.get_connection() as connection:
-            for event in events:
+            for event in asset_events(context, build):
                 if isinstance(event, dg.Output):
                     key = context.asset_key_for_output(event.output_name)
-                    spec = context.assets_def.specs_by_key[key]
-                    relation = ".".join(key.path)
-                    event = event.with_metadata(
-                        {
-                            **event.metadata,
-                            **table_metadata(connection, relation, descriptions=_column_descriptions(spec)),
-                        }
-                    )
+                    descriptions = _column_descriptions(context.assets_def.specs_by_key[key])
+                    metadata = table_metadata(connection, ".".join(key.path), descriptions=descriptions)
+                    event = event.with_metadata({**event.metadata, **metadata})
                 yield event
-        _keep_partial_parse_state(invocation.target_path, state)
-        if not invocation.is_successful():
-            raise invocation.get_error() or RuntimeError("dbt build failed")
-        # Each build writes its artefacts (manifest, run results, log) to a folder of its own; keep
-        # those of failed builds for diagnosis, drop the others so they do not pile up.
-        shutil.rmtree(invocation.target_path, ignore_errors=True)
+        if not build.succeeded:
+            raise dg.Failure(
+                description=f"dbt build failed ({len(build.failures)} node(s)); its files: {build.target_path}",
+                metadata={"failures": dg.MetadataValue.md("\n".join(f"- {f}" for f in build.failures))},
+            )
+        discard_artefacts(build)
 
     dbt_step.__doc__ = description
     return dbt_step

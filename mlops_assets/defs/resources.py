@@ -1,19 +1,16 @@
 """Resources shared by every use case: the warehouse, the IO managers, the score publisher, dbt."""
 
-import importlib.metadata
 import json
 import logging
 import os
-import sys
 import urllib.request
-from functools import cached_property
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
-from dagster_dbt import DbtCliResource, DbtProject
-from packaging import version
+from dagster_dbt import DbtProject
 
+from mlops_assets.defs.dbt_in_process import DbtProjectConfig
 from mlops_assets.defs.io_managers import ModelArtifactIOManager, Warehouse, WarehouseIOManager
 from mlops_assets.publishing import PreparedPublication, prepare_publication, publish_tables
 from mlops_assets.registry import record_alert
@@ -24,25 +21,6 @@ from mlops_assets.settings import DBT_PROJECT_DIR, Settings
 WAREHOUSE_POOL = "duckdb_warehouse"
 
 dbt_project = DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-
-# The dbt installed beside this Python, so runs work without an activated virtual environment.
-DBT_EXECUTABLE = str(Path(sys.executable).with_name("dbt"))
-
-
-class DbtCli(DbtCliResource):
-    """The venv's dbt CLI, minus two per-step costs of dagster-dbt that buy nothing here.
-
-    dagster-dbt runs `dbt --version` (~2 s) to learn the version of the installed dbt-core, and
-    opens an in-process dbt adapter (~0.5 s) only to serve fetch_row_counts() and
-    fetch_column_metadata(), which this project replaces (see defs/features.py).
-    """
-
-    @cached_property
-    def _cli_version(self) -> version.Version:
-        return version.parse(importlib.metadata.version("dbt-core"))
-
-    def _initialize_dbt_core_adapter(self, args):
-        return None
 
 
 class ScorePublisher(dg.ConfigurableResource):
@@ -69,7 +47,7 @@ def build_resources(settings: Settings) -> dict:
         "model_io_manager": ModelArtifactIOManager(warehouse=warehouse),
         "publisher": ScorePublisher(published_dir=str(settings.published_dir)),
         "incoming": IncomingFolder(path=str(settings.incoming_dir)),
-        "dbt": DbtCli(project_dir=dbt_project, dbt_executable=DBT_EXECUTABLE),
+        "dbt": DbtProjectConfig(project_dir=str(DBT_PROJECT_DIR), profiles_dir=str(DBT_PROJECT_DIR)),
         "notifier": Notifier(warehouse=warehouse, webhook_url=os.environ.get("MLOPS_ALERT_WEBHOOK_URL") or None),
     }
 
