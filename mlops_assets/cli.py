@@ -57,6 +57,14 @@ def failure_lines(result) -> list[str]:
     ]
 
 
+def command_user() -> str:
+    """Who runs this command: MLOPS_USER (set by the review pages to the logged-in reviewer, who acts
+    through this command) or else the OS account. Recorded as the run's launcher (four-eyes rule)."""
+    import getpass
+
+    return os.environ.get("MLOPS_USER") or getpass.getuser()
+
+
 def _wait_for_daemon_runs(instance, use_case: str, wait: bool, say) -> None:
     """Runs of the use case launched by the daemon (sensors, schedules, UI) finish first."""
     from mlops_assets.run_guard import UseCaseBusyError, active_runs_of_use_case, recover_abandoned_runs
@@ -107,6 +115,7 @@ def _execute(args: argparse.Namespace, job_name: str, run_config: dict, tags: di
     import uuid
     from datetime import UTC, datetime
 
+    from mlops_assets.defs.jobs import LAUNCHED_BY_TAG
     from mlops_assets.run_console import EXIT_BUSY, Progress, RunSummary, collect_events, finish_summary, output_to_log
     from mlops_assets.run_guard import HOST_TAG, UseCaseBusyError, recover_abandoned_runs, use_case_lock
     from mlops_assets.settings import Settings
@@ -158,7 +167,7 @@ def _execute(args: argparse.Namespace, job_name: str, run_config: dict, tags: di
                 result = job.execute_in_process(
                     instance=instance,
                     run_config={**QUIET_LOGS, **run_config},
-                    tags={**(tags or {}), HOST_TAG: socket.gethostname()},
+                    tags={**(tags or {}), HOST_TAG: socket.gethostname(), LAUNCHED_BY_TAG: command_user()},
                     run_id=summary.run_id,
                     raise_on_error=False,
                 )
