@@ -81,6 +81,8 @@ def _pending_model(harness, params: dict, launcher: str) -> str:
                 "select lineage from caravan.model_registry where model_version = ?", [version]
             ).fetchone()[0]
         )
+    assert lineage["launched_by"] == launcher
+    assert lineage["trigger"] == "manual"
     return version
 
 
