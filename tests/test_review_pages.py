@@ -81,6 +81,11 @@ def _pending_model(harness, params: dict, launcher: str) -> str:
                 "select lineage from caravan.model_registry where model_version = ?", [version]
             ).fetchone()[0]
         )
+        (status,) = connection.execute(
+            "select status from caravan.model_status_events where model_version = ? order by event_seq desc limit 1",
+            [version],
+        ).fetchone()
+    assert status == "pending_approval", (version, status)
     assert lineage["launched_by"] == launcher
     assert lineage["trigger"] == "manual"
     return version
@@ -94,7 +99,7 @@ def review(completed_pipeline, tmp_path_factory):
     with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
         first_champion = connection.execute("select distinct model_version from caravan.score_history").fetchone()[0]
     carols = _pending_model(harness, {"num_leaves": 15, "max_rounds": 300}, "carol")
-    daves = _pending_model(harness, {"num_leaves": 7, "max_rounds": 200}, "dave")
+    daves = _pending_model(harness, {"num_leaves": 31, "min_child_samples": 40, "max_rounds": 200}, "dave")
     config = home / "serving.yaml"
     config.write_text(
         json.dumps(
@@ -143,6 +148,7 @@ def _logged_in(browser, review, name: str):
     page.fill("#password", PASSWORDS[name])
     with page.expect_navigation():
         page.click("button[type=submit]")
+    assert "/login" not in page.url, page.url
     return page
 
 
@@ -250,7 +256,7 @@ def test_reviewer_approves_the_pending_model_and_the_published_scores_change(rev
     page.click(f"a:text('{review.carols_model}')")
     comparison = page.inner_text("#comparison")
     assert review.first_champion in comparison and "roc auc" in comparison
-    assert "Model card" in page.inner_text("#model-card")
+    assert f"Model card: {review.carols_model}" in page.inner_text("#model-card")
     page.screenshot(path=review.shots / "04-pending-model.png", full_page=True)
     page.fill("#comment", "Better lift on the same customers; shadow scores looked fine.")
     with page.expect_navigation(timeout=DECISION_TIMEOUT_MS):
@@ -292,7 +298,7 @@ def test_audit_lookup_renders_every_published_score_and_exports_a_report(review,
     page.goto(review.url + "/audit/caravan")
     page.fill("#customer", customer)
     with page.expect_navigation():
-        page.click("button[type=submit]")
+        page.click("#lookup")
     entries = page.locator(".audit-entry")
     assert entries.count() == published
     text = page.inner_text("main")

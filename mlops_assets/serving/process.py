@@ -29,8 +29,9 @@ class ServiceProcess:
         log: Path,
         use_cases: tuple[str, ...] = ("caravan",),
         environment: dict[str, str] | None = None,
+        port: int | None = None,
     ):
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
         command = [sys.executable, "-m", "mlops_assets.cli", "serve", "--port", str(self.port)]

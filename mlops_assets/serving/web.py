@@ -318,6 +318,7 @@ def build_review_router(service) -> APIRouter:
             raise HTTPException(403, f"{user.name} has no reviewer role")
         action, comment = str(form.get("action", "")), str(form.get("comment", "")).strip()
         back = f"/models/{use_case}/{quote(version)}"
+        done = {"approve": "approved", "reject": "rejected"}.get(action, action)
 
         def flash(kind: str, text: str) -> RedirectResponse:
             request.session[SESSION_FLASH] = {"kind": kind, "text": text}
@@ -326,14 +327,14 @@ def build_review_router(service) -> APIRouter:
         if action not in ("approve", "reject"):
             raise HTTPException(400, "action must be approve or reject")
         if not comment:
-            return flash("error", f"Not {action}d: a comment saying why is required.")
+            return flash("error", f"Not {done}: a comment saying why is required.")
         with read_warehouse(settings.duckdb_path) as connection:
             row = next((r for r in model_rows(connection, use_case) if r["model_version"] == version), None)
             if row is None:
                 raise HTTPException(404, f"{use_case}: no model version {version!r}")
             launcher = training_launcher(connection, use_case, version)
         if row["status"] != "pending_approval":
-            return flash("error", f"Not {action}d: {version} is {row['status']}, not pending approval.")
+            return flash("error", f"Not {done}: {version} is {row['status']}, not pending approval.")
         if action == "approve" and (refusal := four_eyes_refusal(launcher, user.name)):
             return flash("error", f"Not approved: {refusal}.")
         # A run takes tens of seconds; in a worker thread so lookups go on meanwhile.
@@ -342,14 +343,14 @@ def build_review_router(service) -> APIRouter:
         code, summary, errors = await run_in_threadpool(run_decision, action, use_case, version, user.name, comment)
         if code == 0:
             summary = summary or {}
-            text = f"{version} {action}d by {user.name}." + (
+            text = f"{version} {done} by {user.name}." + (
                 f" Scores re-published with the champion {summary.get('champion')}." if summary.get("published") else ""
             )
             return flash("ok", text)
         reason = "; ".join((summary or {}).get("failed_steps") or []) or (
             (summary or {}).get("not_published_because") or " ".join(errors.strip().splitlines()[-1:])
         )
-        return flash("error", f"Not {action}d (mlops {action} exited {code}): {reason}")
+        return flash("error", f"Not {done} (mlops {action} exited {code}): {reason}")
 
     @router.get("/audit/{use_case}", response_class=HTMLResponse)
     def audit(request: Request, use_case: str, customer: str = ""):
