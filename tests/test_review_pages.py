@@ -258,6 +258,16 @@ def test_reviewer_approves_the_pending_model_and_the_published_scores_change(rev
     assert review.first_champion in comparison and "roc auc" in comparison
     assert f"Model card: {review.carols_model}" in page.inner_text("#model-card")
     page.screenshot(path=review.shots / "04-pending-model.png", full_page=True)
+    with page.expect_navigation():
+        page.click("#compare")  # the champion it was validated against is preselected
+    assert "/compare/caravan?" in page.url
+    same = page.inner_text("#same-customers")
+    assert review.first_champion in same and "top decile lift (decides)" in same
+    assert "num_leaves" in page.inner_text("#params")  # 15 against the use case's 7
+    page.screenshot(path=review.shots / "04b-compare.png", full_page=True)
+    page.goto(review.url + f"/compare/caravan?a={review.daves_model}&b={review.carols_model}")
+    assert "never evaluated against each other" in page.inner_text("#same-customers")
+    page.goto(review.url + f"/models/caravan/{review.carols_model}")
     page.fill("#comment", "Better lift on the same customers; shadow scores looked fine.")
     with page.expect_navigation(timeout=DECISION_TIMEOUT_MS):
         page.click("button.approve", timeout=DECISION_TIMEOUT_MS, no_wait_after=True)

@@ -196,6 +196,43 @@ def audit_rows(connection, schema: str, customer_id: str) -> list[dict]:
     return rows
 
 
+def version_facts(connection, schema: str, version: str) -> dict | None:
+    """What the compare page shows of one version: from the registry, no artefact loaded."""
+    frame = connection.execute(
+        f"""select model_version, sha256, features, params, metrics, trained_at, training_set_fingerprint,
+                   lineage, reference_profile is not null as has_reference
+            from {schema}.model_registry where model_version = ?""",
+        [version],
+    ).fetchdf()
+    if frame.empty:
+        return None
+    row = frame.iloc[0].to_dict()
+    lineage = _json(row["lineage"]) or {}
+    return {
+        "version": version,
+        "sha256": row["sha256"],
+        "features": {f["name"]: f.get("type") for f in _json(row["features"]) or []},
+        "params": _json(row["params"]) or {},
+        "metrics": _json(row["metrics"]) or {},
+        "trained_at": row["trained_at"],
+        "fingerprint": row["training_set_fingerprint"],
+        "training_window": lineage.get("training_window"),
+        "training_rows": lineage.get("training_rows"),
+        "launched_by": lineage.get("launched_by"),
+        "trigger": lineage.get("trigger"),
+        "has_reference": bool(row["has_reference"]),
+    }
+
+
+def compared_on_same_customers(connection, schema: str, a: str, b: str) -> tuple[str, dict] | None:
+    """The latest validation of one version against the other, if there ever was one: (challenger, it)."""
+    for challenger, champion in ((a, b), (b, a)):
+        comparison = comparison_of(connection, schema, challenger)
+        if comparison and comparison["champion_version"] == champion:
+            return challenger, comparison
+    return None
+
+
 def run_decision(action: str, use_case: str, version: str, reviewer: str, comment: str) -> tuple[int, dict | None, str]:
     """`mlops approve|reject` as the reviewer; returns (exit code, JSON summary, error output)."""
     person = "--approver" if action == "approve" else "--reviewer"
@@ -297,6 +334,12 @@ def build_review_router(service) -> APIRouter:
                 raise HTTPException(404, f"{use_case}: no model version {version!r}")
             card = latest_card(connection, use_case, version)
             comparison = comparison_of(connection, use_case, version)
+            versions = [
+                r[0]
+                for r in connection.execute(
+                    f"select model_version from {use_case}.model_registry order by trained_at desc"
+                ).fetchall()
+            ]
         return page(
             request,
             "model.html",
@@ -305,7 +348,34 @@ def build_review_router(service) -> APIRouter:
             row=row,
             card_html=MARKDOWN.render(card) if card else None,
             comparison=comparison,
+            other_versions=[v for v in versions if v != version],
             trainer_is_user=bool(row["launched_by"]) and four_eyes_refusal(row["launched_by"], user.name) is not None,
+        )
+
+    @router.get("/compare/{use_case}", response_class=HTMLResponse)
+    def compare(request: Request, use_case: str, a: str, b: str):
+        user = user_of(request)
+        definition = use_case_of(use_case)
+        with read_warehouse(settings.duckdb_path) as connection:
+            left, right = version_facts(connection, use_case, a), version_facts(connection, use_case, b)
+            if left is None or right is None:
+                raise HTTPException(404, f"{use_case}: no model version {a if left is None else b!r}")
+            same = compared_on_same_customers(connection, use_case, a, b)
+        params = sorted(set(left["params"]) | set(right["params"]))
+        metrics = [m for m in left["metrics"] if m not in ("customers", "buyers")]
+        return page(
+            request,
+            "compare.html",
+            user,
+            use_case=definition,
+            a=left,
+            b=right,
+            params_differing=[p for p in params if left["params"].get(p) != right["params"].get(p)],
+            params_same=[p for p in params if left["params"].get(p) == right["params"].get(p)],
+            only_a=sorted(set(left["features"]) - set(right["features"])),
+            only_b=sorted(set(right["features"]) - set(left["features"])),
+            metrics=metrics,
+            same=same,
         )
 
     @router.post("/models/{use_case}/{version}/decision")
