@@ -256,6 +256,7 @@ def test_reviewer_approves_the_pending_model_and_the_published_scores_change(rev
     page.click(f"a:text('{review.carols_model}')")
     comparison = page.inner_text("#comparison")
     assert review.first_champion in comparison and "roc auc" in comparison
+    assert "(gated, bound 0.8)" in page.inner_text("#fairness")  # which ratio is gated, and its bound
     assert f"Model card: {review.carols_model}" in page.inner_text("#model-card")
     page.screenshot(path=review.shots / "04-pending-model.png", full_page=True)
     with page.expect_navigation():
