@@ -23,6 +23,7 @@ import pytest
 from conftest import make_harness
 from playwright.sync_api import sync_playwright
 
+from mlops_assets.cli import fairness_summary
 from mlops_assets.defs.jobs import LAUNCHED_BY_TAG
 from mlops_assets.lifecycle import four_eyes_refusal
 from mlops_assets.serving.config import ServingConfig, hash_api_key, hash_password, new_api_key, verify_password
@@ -170,6 +171,19 @@ def test_four_eyes_rule_compares_approver_and_acting_user_with_the_launcher():
     assert "person launching the approval" in four_eyes_refusal("carol", "ada", acting_user="carol")
     assert four_eyes_refusal("carol", "ada", acting_user="bob") is None
     assert four_eyes_refusal(None, "carol", acting_user="carol") is None  # a sensor or schedule trained it
+
+
+def test_cli_audit_names_the_gated_fairness_ratio_and_its_bound():
+    bounds = {"min_tpr_ratio": 0.8, "min_selection_rate_ratio": None}
+    record = {"attribute": "avg_age_class", "bounds": bounds, "demographic_parity_ratio": 0.44}
+    passed = fairness_summary({**record, "passed": True, "equal_opportunity_ratio": float("nan")})
+    assert passed == (
+        "passed on avg_age_class: true-positive-rate ratio n/a (gated, bound 0.8); "
+        "selection-rate ratio 0.44 (reported, not gated)"
+    )
+    failed = fairness_summary({**record, "passed": False, "equal_opportunity_ratio": 0.61})
+    assert failed.startswith("FAILED") and "ratio 0.61 (gated, bound 0.8)" in failed
+    assert fairness_summary({}) == "no fairness gate"
 
 
 def test_wrong_password_and_posts_without_csrf_token_are_refused(review):
