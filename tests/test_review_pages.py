@@ -199,8 +199,15 @@ def test_wrong_password_and_posts_without_csrf_token_are_refused(review):
         assert forged.status_code == 403
         assert client.get("/models/caravan").status_code == 303  # still anonymous
         token = _token(client, "/login")
-        ok = client.post("/login", data={"username": "ada", "password": PASSWORDS["ada"], "csrf_token": token})
-        assert ok.status_code == 303 and client.get("/models/caravan").status_code == 200
+        login = {"username": "ada", "password": PASSWORDS["ada"], "csrf_token": token, "next": "//evil.example/"}
+        ok = client.post("/login", data=login)
+        assert ok.status_code == 303 and ok.headers["location"] == "/"  # no redirect off the site
+        assert client.get("/models/caravan").status_code == 200
+        # While a run holds the warehouse read-write, pages wait briefly, then say so (503), never hang.
+        with duckdb.connect(str(review.harness.settings.duckdb_path)):
+            busy = client.get("/models/caravan")
+        assert busy.status_code == 503 and "busy" in busy.text
+        assert client.get("/models/caravan").status_code == 200
         decision = f"/models/caravan/{review.daves_model}/decision"
         refused = client.post(decision, data={"action": "reject", "comment": "no token"})
         assert refused.status_code == 403
