@@ -24,7 +24,7 @@ from conftest import make_harness
 from playwright.sync_api import sync_playwright
 
 from mlops_assets.cli import fairness_summary
-from mlops_assets.defs.jobs import LAUNCHED_BY_TAG
+from mlops_assets.defs.jobs import LAUNCHED_BY_TAG, launcher_of, trigger_of
 from mlops_assets.lifecycle import four_eyes_refusal
 from mlops_assets.serving.config import ServingConfig, hash_api_key, hash_password, new_api_key, verify_password
 from mlops_assets.serving.process import ServiceProcess
@@ -171,6 +171,13 @@ def test_four_eyes_rule_compares_approver_and_acting_user_with_the_launcher():
     assert "person launching the approval" in four_eyes_refusal("carol", "ada", acting_user="carol")
     assert four_eyes_refusal("carol", "ada", acting_user="bob") is None
     assert four_eyes_refusal(None, "carol", acting_user="carol") is None  # a sensor or schedule trained it
+
+
+def test_the_launcher_of_a_run_comes_from_mlops_or_the_dagster_ui_user():
+    assert launcher_of({LAUNCHED_BY_TAG: "carol", "dagster/user": "carol@bank"}) == "carol"
+    assert launcher_of({"dagster/user": "carol@bank"}) == "carol@bank"
+    assert launcher_of({"dagster/sensor_name": "caravan_drift_retrain"}) is None
+    assert trigger_of({LAUNCHED_BY_TAG: "dave"})["launched_by"] == "dave"
 
 
 def test_cli_audit_names_the_gated_fairness_ratio_and_its_bound():
