@@ -42,6 +42,7 @@ run: setup
 
 test: setup
 	.ci/ensure-postgres
+	.ci/ensure-chromium
 	$(VENV)/bin/pytest
 
 dev: setup

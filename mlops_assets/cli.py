@@ -57,6 +57,14 @@ def failure_lines(result) -> list[str]:
     ]
 
 
+def command_user() -> str:
+    """Who runs this command: MLOPS_USER (set by the review pages to the logged-in reviewer, who acts
+    through this command) or else the OS account. Recorded as the run's launcher (four-eyes rule)."""
+    import getpass
+
+    return os.environ.get("MLOPS_USER") or getpass.getuser()
+
+
 def _wait_for_daemon_runs(instance, use_case: str, wait: bool, say) -> None:
     """Runs of the use case launched by the daemon (sensors, schedules, UI) finish first."""
     from mlops_assets.run_guard import UseCaseBusyError, active_runs_of_use_case, recover_abandoned_runs
@@ -103,6 +111,7 @@ def _execute(args: argparse.Namespace, job_name: str, run_config: dict, tags: di
     import uuid
     from datetime import UTC, datetime
 
+    from mlops_assets.defs.jobs import LAUNCHED_BY_TAG
     from mlops_assets.run_console import EXIT_BUSY, Progress, RunSummary, collect_events, finish_summary, output_to_log
     from mlops_assets.run_guard import HOST_TAG, UseCaseBusyError, recover_abandoned_runs, use_case_lock
     from mlops_assets.settings import Settings
@@ -154,7 +163,7 @@ def _execute(args: argparse.Namespace, job_name: str, run_config: dict, tags: di
                 result = job.execute_in_process(
                     instance=instance,
                     run_config={**QUIET_LOGS, **run_config},
-                    tags={**(tags or {}), HOST_TAG: socket.gethostname()},
+                    tags={**(tags or {}), HOST_TAG: socket.gethostname(), LAUNCHED_BY_TAG: command_user()},
                     run_id=summary.run_id,
                     raise_on_error=False,
                 )
@@ -315,6 +324,24 @@ def show_model_card(args: argparse.Namespace) -> int:
     return 0
 
 
+def fairness_summary(fairness: dict) -> str:
+    """Passed or failed, and each ratio with whether it is gated (and its bound) or only reported."""
+    if not fairness:
+        return "no fairness gate"
+    bounds = fairness.get("bounds") or {}
+    parts = []
+    for label, key, bound in (
+        ("true-positive-rate ratio", "equal_opportunity_ratio", "min_tpr_ratio"),
+        ("selection-rate ratio", "demographic_parity_ratio", "min_selection_rate_ratio"),
+    ):
+        value = fairness.get(key)
+        shown = "n/a" if value is None or value != value else f"{value:.2f}"
+        gate = f"gated, bound {bounds[bound]}" if bounds.get(bound) is not None else "reported, not gated"
+        parts.append(f"{label} {shown} ({gate})")
+    verdict = "passed" if fairness.get("passed") else "FAILED"
+    return f"{verdict} on {fairness.get('attribute')}: " + "; ".join(parts)
+
+
 def audit(args: argparse.Namespace) -> int:
     import json
 
@@ -328,8 +355,7 @@ def audit(args: argparse.Namespace) -> int:
     for row in rows.itertuples(index=False):
         reasons = json.loads(row.reasons) if row.reasons else []
         fairness = json.loads(row.fairness) if row.fairness else {}
-        fairness_text = "passed" if fairness.get("passed") else "failed" if fairness else "n/a"
-        ratio = fairness.get("demographic_parity_ratio")
+        fairness_text = fairness_summary(fairness)
         reason_text = "; ".join(f"{r['label']} = {r['value']} ({r['contribution']:+.3f})" for r in reasons)
         print(
             f"""
@@ -341,7 +367,7 @@ Published {row.published_at} (publication {row.publication_id})
     trigger: {row.trigger} {row.trigger_reason}; code {row.code_version}; training run {row.training_run_id}
   Validation: {row.validation_decision} against {row.validated_against or "no champion"} at {row.validated_at}
     {"; ".join(json.loads(row.validation_reasons)) if row.validation_reasons else ""}
-    fairness: {fairness_text}, selection-rate ratio {f"{ratio:.2f}" if ratio is not None else "n/a"}
+    fairness: {fairness_text}
   Approved by {row.approved_by} at {row.approved_at}: {row.approval_reason}
   Reasons for this score: {reason_text or "not explained (outside the explained top share)"}"""
         )

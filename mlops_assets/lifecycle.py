@@ -274,6 +274,33 @@ def apply_decision(
     )
 
 
+def training_launcher(connection: duckdb.DuckDBPyConnection, schema: str, model_version: str) -> str | None:
+    """Who started the run that trained the model (lineage `launched_by`; None: a sensor, a schedule,
+    or a model trained before launchers were recorded)."""
+    rows = connection.execute(
+        f"select json_extract_string(lineage, '$.launched_by') from {schema}.model_registry where model_version = ?",
+        [model_version],
+    ).fetchall()
+    return rows[0][0] if rows and rows[0][0] else None
+
+
+def _same_person(a: str | None, b: str | None) -> bool:
+    return bool(a and b) and a.strip().casefold() == b.strip().casefold()
+
+
+def four_eyes_refusal(launcher: str | None, approver: str, acting_user: str | None = None) -> str | None:
+    """Why an approval breaks the four-eyes rule, or None: the approver named in the decision, and the
+    person who actually launched the approval (the logged-in reviewer, the OS account of `mlops`, the
+    Dagster UI user) may not be who started the model's training run."""
+    for person, role in ((approver, "approver"), (acting_user, "person launching the approval")):
+        if _same_person(person, launcher):
+            return (
+                f"four-eyes rule: the {role} {person!r} started the training run of this model; "
+                "another reviewer must approve it"
+            )
+    return None
+
+
 def approve(
     connection: duckdb.DuckDBPyConnection,
     schema: str,
@@ -281,12 +308,16 @@ def approve(
     approver: str,
     comment: str,
     run_id: str,
+    acting_user: str | None = None,
 ) -> ChampionChange:
     status = model_status(connection, schema, model_version)
     if status != "pending_approval":
         raise RegistryError(f"{schema}: model {model_version} is {status or 'not registered'}, not pending approval")
     if not approver:
         raise RegistryError("an approval needs the approver's name")
+    refusal = four_eyes_refusal(training_launcher(connection, schema, model_version), approver, acting_user)
+    if refusal:
+        raise RegistryError(f"{schema}: {model_version}: {refusal}")
     previous = promote(connection, schema, model_version, approver, f"approved: {comment or 'no comment'}", run_id)
     return ChampionChange(
         model_version,

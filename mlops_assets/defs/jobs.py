@@ -14,6 +14,15 @@ from mlops_assets.use_cases import UseCase
 # Run tags saying why a run (and so a model) came about; sensors and schedules set them.
 TRIGGER_TAG = "mlops/trigger"
 TRIGGER_REASON_TAG = "mlops/trigger_reason"
+# Who started a run: `mlops` sets it from MLOPS_USER or the OS account; Dagster sets `dagster/user`
+# where its UI knows the user (Dagster+). Recorded in a model's lineage for the four-eyes rule.
+LAUNCHED_BY_TAG = "mlops/launched_by"
+DAGSTER_USER_TAG = "dagster/user"
+
+
+def launcher_of(tags: Mapping[str, str]) -> str | None:
+    """The person who started the run, if anything recorded one (sensors and schedules: None)."""
+    return tags.get(LAUNCHED_BY_TAG) or tags.get(DAGSTER_USER_TAG) or None
 
 
 def trigger_tags(trigger: str, reason: dict | None = None) -> dict[str, str]:
@@ -32,7 +41,7 @@ def trigger_of(tags: Mapping[str, str]) -> dict:
     for source in ("dagster/schedule_name", "dagster/sensor_name"):
         if source in tags:
             reason.setdefault(source.split("/")[1], tags[source])
-    return {"trigger": trigger, "trigger_reason": reason}
+    return {"trigger": trigger, "trigger_reason": reason, "launched_by": launcher_of(tags)}
 
 
 def use_case_tags(use_case: UseCase) -> dict[str, str]:

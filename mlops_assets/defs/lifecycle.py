@@ -12,6 +12,7 @@ import pandas as pd
 from pydantic import Field
 
 from mlops_assets.defs.io_managers import Warehouse
+from mlops_assets.defs.jobs import launcher_of
 from mlops_assets.defs.metadata import float_metrics, markdown_table, png_image
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
 from mlops_assets.lifecycle import apply_decision, approve, model_card, reject, rollback, validate_challenger
@@ -177,8 +178,19 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
                             "re-materialize model_validation"
                         )
                     change = apply_decision(connection, name, validated, run_id)
+                elif config.action == "approve":
+                    # Four-eyes: neither the named approver nor whoever launched this run trained the model.
+                    change = approve(
+                        connection,
+                        name,
+                        config.model_version,
+                        config.actor,
+                        config.comment,
+                        run_id,
+                        acting_user=launcher_of(context.run.tags),
+                    )
                 else:
-                    action = {"approve": approve, "reject": reject, "rollback": rollback}[config.action]
+                    action = {"reject": reject, "rollback": rollback}[config.action]
                     change = action(connection, name, config.model_version, config.actor, config.comment, run_id)
                 for version in change.changed:
                     record_model_card(connection, name, version, model_card(connection, use_case, version))

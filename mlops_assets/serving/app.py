@@ -8,6 +8,7 @@ Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
     GET  /v1/use-cases/{use_case}/customers/{customer_id} latest published score (scope lookup)
     POST /v1/use-cases/{use_case}/score                  score raw export records (scope score)
     GET  /metrics                                        Prometheus metrics
+    /, /login, /models/..., /audit/...                   review pages for people (web.py; not in the API docs)
 """
 
 # No `from __future__ import annotations`: FastAPI must see the dependency types of the endpoints,
@@ -36,6 +37,7 @@ from mlops_assets.serving.config import ApiKey, ServingConfig
 from mlops_assets.serving.features import FeatureSql, OnlineFeatures, RecordError, compile_feature_sql
 from mlops_assets.serving.records import RequestLog
 from mlops_assets.serving.state import ServedModel, ServedUseCase, Watcher, frame_reasons, reasons_of
+from mlops_assets.serving.web import install_review_pages
 from mlops_assets.settings import Settings
 from mlops_assets.use_cases import UseCase
 
@@ -312,6 +314,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.service = service
+    # The review pages at / (session cookie middleware inside the serving middleware).
+    install_review_pages(app, service)
     app.add_middleware(ServingMiddleware, service=service)
 
     # Endpoints and dependencies that only read memory are `async` (no hop to the thread pool); scoring,

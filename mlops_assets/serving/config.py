@@ -1,4 +1,5 @@
-"""Configuration of the scoring service: API keys (hashed), scopes, canary shares, limits.
+"""Configuration of the scoring service: API keys (hashed), scopes, canary shares, limits, and the
+accounts of the review pages (scrypt-hashed passwords, roles).
 
 From a YAML file (`MLOPS_SERVING_CONFIG`, default `<MLOPS_HOME>/serving.yaml`) and/or the environment
 variable `MLOPS_API_KEYS` (`name:sha256:scope+scope,name:sha256:scope`). Only the sha256 of each key is
@@ -9,6 +10,8 @@ time (hmac.compare_digest).
 
     api_keys:
       - {name: crm, sha256: 5e88...d8, scopes: [lookup, score]}
+    accounts:    # python -m mlops_assets.serving.config account NAME reviewer+auditor
+      - {name: ada, password_scrypt: 'scrypt$16384$8$1$...$...', roles: [reviewer, auditor]}
     use_cases:
       caravan: {canary_share: 0.1}
     max_body_bytes: 1000000
@@ -56,6 +59,52 @@ class ApiKey(BaseModel):
         return value
 
 
+# Passwords of the review pages' accounts: scrypt from the standard library (hashlib.scrypt, OpenSSL's
+# implementation) rather than a new dependency (argon2-cffi, bcrypt): it is a memory-hard password hash
+# recommended for this purpose (RFC 7914; OWASP lists it), salted per password; n=2**14, r=8, p=1
+# costs about 16 MiB and ~50 ms per check here, paid only at login. Unlike API keys, passwords are
+# chosen by people and guessable, so a fast hash (sha256) would not do.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+ROLES: tuple[str, ...] = ("reviewer", "auditor")
+Role = Literal["reviewer", "auditor"]
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    """`scrypt$n$r$p$salt$hash` (hex); store this, never the password."""
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    _, n, r, p, salt, expected = stored.split("$")
+    digest = hashlib.scrypt(
+        password.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected) // 2
+    )
+    return hmac.compare_digest(digest.hex(), expected)
+
+
+# Checked against when the account does not exist, so a login takes as long for an unknown name.
+_DUMMY_PASSWORD_HASH = hash_password("no such account", salt=b"\0" * 16)
+
+
+class Account(BaseModel):
+    """A person using the review pages: name (recorded as reviewer), scrypt hash, roles."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, description="Login name, recorded with every decision.")
+    password_scrypt: str = Field(description="hash_password(password); the password itself is never stored.")
+    roles: tuple[Role, ...] = Field(description="reviewer: approve/reject models; auditor: customer audit.")
+
+    @field_validator("password_scrypt")
+    @classmethod
+    def _is_a_scrypt_hash(cls, value: str) -> str:
+        if not re.fullmatch(r"scrypt\$\d+\$\d+\$\d+\$[0-9a-f]{32,}\$[0-9a-f]{32,}", value):
+            raise ValueError("must be a hash from mlops_assets.serving.config.hash_password (scrypt$n$r$p$salt$hash)")
+        return value
+
+
 class UseCaseServing(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -68,6 +117,7 @@ class ServingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     api_keys: list[ApiKey] = []
+    accounts: list[Account] = Field([], description="People who log in to the review pages at /.")
     use_cases: dict[str, UseCaseServing] = {}
     max_body_bytes: int = Field(1_000_000, ge=1_000, description="Larger request bodies get 413.")
     max_records: int = Field(1_000, ge=1, description="More records in one score request get 413.")
@@ -80,6 +130,15 @@ class ServingConfig(BaseModel):
             if hmac.compare_digest(candidate.sha256, digest):
                 found = candidate
         return found
+
+    def account_for(self, name: str, password: str) -> Account | None:
+        """The account if the password matches (same work whether or not the name exists)."""
+        found = next((a for a in self.accounts if a.name == name), None)
+        matches = verify_password(password, found.password_scrypt if found else _DUMMY_PASSWORD_HASH)
+        return found if found is not None and matches else None
+
+    def account(self, name: str) -> Account | None:
+        return next((a for a in self.accounts if a.name == name), None)
 
     def canary_share(self, use_case: str) -> float:
         return self.use_cases.get(use_case, UseCaseServing()).canary_share
@@ -105,8 +164,18 @@ class ServingConfig(BaseModel):
 
 
 if __name__ == "__main__":
+    import getpass
     import sys
 
+    if sys.argv[1:2] == ["account"]:
+        # python -m mlops_assets.serving.config account NAME reviewer+auditor  (asks for the password)
+        name, roles = sys.argv[2], sys.argv[3].split("+") if len(sys.argv) > 3 else list(ROLES)
+        password = getpass.getpass(f"Password for {name}: ")
+        if len(password) < 12:
+            sys.exit("A password needs at least 12 characters.")
+        print("Add to serving.yaml under accounts:")
+        print(f"  - {{name: {name}, password_scrypt: '{hash_password(password)}', roles: [{', '.join(roles)}]}}")
+        sys.exit(0)
     name = sys.argv[1] if len(sys.argv) > 1 else "my-application"
     scopes = sys.argv[2].split("+") if len(sys.argv) > 2 else list(SCOPES)
     key = new_api_key()

@@ -22,14 +22,27 @@ def free_port() -> int:
 class ServiceProcess:
     """`mlops serve` in its own process group, with MLOPS_HOME and the configuration given."""
 
-    def __init__(self, home: Path, config: Path, log: Path, use_cases: tuple[str, ...] = ("caravan",)):
-        self.port = free_port()
+    def __init__(
+        self,
+        home: Path,
+        config: Path,
+        log: Path,
+        use_cases: tuple[str, ...] = ("caravan",),
+        environment: dict[str, str] | None = None,
+        port: int | None = None,
+    ):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
         command = [sys.executable, "-m", "mlops_assets.cli", "serve", "--port", str(self.port)]
         for use_case in use_cases:
             command += ["--use-case", use_case]
-        environment = {**os.environ, "MLOPS_HOME": str(home), "MLOPS_SERVING_CONFIG": str(config)}
+        environment = {
+            **os.environ,
+            "MLOPS_HOME": str(home),
+            "MLOPS_SERVING_CONFIG": str(config),
+            **(environment or {}),
+        }
         environment.pop("MLOPS_API_KEYS", None)
         self._log_handle = open(self.log, "ab")  # noqa: SIM115 -- the process writes to it until stop()
         self.process = subprocess.Popen(

@@ -66,9 +66,10 @@ def serve(host: str = "127.0.0.1", port: int = 8080, use_cases: list[str] | None
     settings = Settings.from_env()
     path = config_path(settings)
     config = ServingConfig.load(path)
-    if not config.api_keys:
+    if not config.api_keys and not config.accounts:
         print(
-            f"mlops serve: no API keys configured (file {path} or MLOPS_API_KEYS); every request would be refused.\n"
+            f"mlops serve: no API keys or accounts configured (file {path} or MLOPS_API_KEYS); "
+            "every request would be refused.\n"
             "Create a key:  .venv/bin/python -m mlops_assets.serving.config  (prints a key and the line to add)",
             file=sys.stderr,
         )
