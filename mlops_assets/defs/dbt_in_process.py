@@ -16,12 +16,14 @@ checks and subsetting behave exactly as with `dbt.cli`. dbt's progress lines go 
 
 from __future__ import annotations
 
+import gc
 import os
 import queue
 import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,7 +120,7 @@ def run_build(
         except BaseException as error:  # reported by the step, never lost in the thread
             messages.put([f"dbt: {error}"])
 
-    with _DBT_LOCK:
+    with _DBT_LOCK, _collections_in_this_thread():
         # The profile reads the warehouse path from the environment (dbt_project/profiles.yml).
         os.environ["MLOPS_DUCKDB_PATH"] = warehouse_path
         worker = threading.Thread(target=invoke, name="dbt", daemon=True)
@@ -130,6 +132,20 @@ def run_build(
         build.failures = message
         worker.join()
     return build
+
+
+@contextmanager
+def _collections_in_this_thread() -> Iterator[None]:
+    """No garbage collection while dbt's threads run: a collection triggered there finalized the
+    Dagster instance's SQLite connections on the wrong thread ("SQLite objects created in a thread
+    can only be used in that same thread", seen twice in 40 runs of benchmarks/adaptation.py)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def asset_events(
