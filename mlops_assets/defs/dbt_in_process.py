@@ -116,7 +116,10 @@ def run_build(
     def invoke() -> None:
         try:
             result = dbtRunner(manifest=_manifest(config, warehouse_path, state_dir), callbacks=[on_event]).invoke(args)
-            messages.put(_failures(result.result, result.exception))
+            failures = _failures(result.result, result.exception)
+            if not result.success and not failures:  # never report a build dbt says failed as done
+                failures = [f"dbt build did not succeed (see {build.target_path / 'dbt.log'})"]
+            messages.put(failures)
         except BaseException as error:  # reported by the step, never lost in the thread
             messages.put([f"dbt: {error}"])
 
