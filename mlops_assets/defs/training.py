@@ -39,24 +39,11 @@ def feature_importance(booster, top: int = 15) -> pd.DataFrame:
 
 
 def trial_rows(result: SearchResult) -> pd.DataFrame:
-    """The search's trials as rows of `<use case>.model_search_trials` (tuned params as JSON)."""
-    return pd.DataFrame(
-        [
-            {
-                "trial": t.trial,
-                "params": json.dumps({k: t.params[k] for k in TUNED}, sort_keys=True),
-                "cv_metric": t.cv_metric,
-                "cv_mean": t.cv_mean,
-                "cv_std": t.cv_std,
-                "best_rounds": t.best_rounds,
-                "folds": result.folds,
-                "search_rows": result.search_rows,
-                "seconds": t.seconds,
-                "is_best": t.trial == result.best.trial,
-            }
-            for t in result.trials
-        ]
-    )
+    """The search's trials (`SearchResult.table`) as rows of `<use case>.model_search_trials`: the tuned
+    parameters as one JSON column, plus the search's folds and sample size."""
+    table = result.table()
+    params = [json.dumps(row, sort_keys=True) for row in table[list(TUNED)].to_dict("records")]
+    return table.drop(columns=list(TUNED)).assign(params=params, folds=result.folds, search_rows=result.search_rows)
 
 
 def search_summary(result: SearchResult) -> dict:
