@@ -234,7 +234,7 @@ def run_batch(args: argparse.Namespace) -> int:
     from mlops_assets.use_cases import get_use_case
 
     use_case = get_use_case(args.use_case)
-    raw_config = export_ingestion_config(Path(args.customers).resolve())
+    raw_config = export_ingestion_config(Path(args.customers).resolve(), use_case.source)
     outcomes = {"outcomes_path": str(Path(args.outcomes).resolve()) if args.outcomes else ""}
     ops = {
         f"{use_case.name}__raw_customers": {"config": raw_config},
@@ -395,7 +395,7 @@ def review_batch(args: argparse.Namespace) -> int:
     if decision == REJECTED:
         return 0
     ops = {
-        f"{use_case.name}__raw_customers": {"config": export_ingestion_config(Path(source_file))},
+        f"{use_case.name}__raw_customers": {"config": export_ingestion_config(Path(source_file), use_case.source)},
         f"{use_case.name}__raw_outcomes": {"config": {"outcomes_path": ""}},
     }
     tags = trigger_tags("manual", {"command": "mlops review accept", "load_id": args.load})

@@ -72,6 +72,7 @@ def build_definitions(settings: Settings | None = None, use_cases: tuple[UseCase
                 settings.incoming_dir,
                 operational[batch_job_name(use_case)],
                 operational[outcomes_job_name(use_case)],
+                source=use_case.source,
             ),
             build_retraining_sensor(
                 use_case.name,

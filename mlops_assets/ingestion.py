@@ -38,6 +38,24 @@ LEDGER_COLUMNS = """
     kind varchar, sha256 varchar, source_file varchar, load_id varchar, row_count bigint, loaded_at timestamp
 """
 _DELIMITER_CANDIDATES = (";", "\t", "|", ",")
+# Customer ids assigned by ingestion to exports without an id column, per load: a batch continues the
+# numbering where the previous assigned ids ended, so two batches never give two customers one id.
+ASSIGNED_IDS_COLUMNS = "load_id varchar, source_file varchar, first_number bigint, last_number bigint"
+
+
+@dataclass(frozen=True)
+class CsvDialect:
+    """How a use case's CSV files are written: the same for its initial export, batches and outcomes."""
+
+    delimiter: str = ","
+    decimal: str = "."
+    encoding: str = "utf-8"
+    quote: str = '"'
+
+    @classmethod
+    def of(cls, source) -> CsvDialect:
+        """The dialect of a use case's `source` settings (use_cases.SourceSpec)."""
+        return cls(source.delimiter, source.decimal, source.encoding, source.quote)
 
 
 class SourceDataError(ValueError):
@@ -70,11 +88,12 @@ def is_gzip(path: Path) -> bool:
         return handle.read(2) == GZIP_MAGIC
 
 
-def open_text(path: Path, errors: str = "strict"):
+def open_text(path: Path, errors: str = "strict", encoding: str = "utf-8"):
     """A CSV export opened as text: gunzipped if compressed, a UTF-8 byte-order mark dropped."""
+    encoding = "utf-8-sig" if encoding.replace("_", "-").lower() in ("utf-8", "utf8") else encoding
     if is_gzip(path):
-        return gzip.open(path, "rt", newline="", encoding="utf-8-sig", errors=errors)
-    return open(path, newline="", encoding="utf-8-sig", errors=errors)
+        return gzip.open(path, "rt", newline="", encoding=encoding, errors=errors)
+    return open(path, newline="", encoding=encoding, errors=errors)
 
 
 def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
@@ -85,24 +104,38 @@ def file_sha256(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def export_ingestion_config(path: Path) -> dict:
-    """Ingestion config for a batch export: its path, format, and its `customer_id` column if it has one."""
+def export_ingestion_config(path: Path, source=None) -> dict:
+    """Ingestion config for a batch export, in the use case's dialect (`source`: its SourceSpec).
+
+    The id column is the use case's; a use case without one takes a `customer_id` column if the
+    batch has one, else ingestion assigns ids that continue the numbering of earlier loads.
+    """
     path = Path(path)
+    dialect = CsvDialect.of(source) if source is not None else CsvDialect()
     try:
         if path.suffix == ".parquet":
             import pyarrow.parquet as pq
 
             columns = pq.read_schema(path).names
         else:
-            with open_text(path, errors="replace") as handle:
-                columns = next(csv.reader(handle), [])
+            with open_text(path, errors="replace", encoding=dialect.encoding) as handle:
+                columns = next(csv.reader(handle, delimiter=dialect.delimiter, quotechar=dialect.quote), [])
     except Exception:  # unreadable: the load itself reports what is wrong, naming the file
         columns = []
-    return {
+    id_column = source.id_column if source is not None else None
+    if id_column is None and "customer_id" in [c.strip() for c in columns]:
+        id_column = "customer_id"
+    config = {
         "source_path": str(path),
         "source_format": "parquet" if path.suffix == ".parquet" else "csv",
-        "id_column": "customer_id" if "customer_id" in columns else None,
+        "id_column": id_column,
+        "assigned_ids": "next_free",
     }
+    if source is not None:
+        config.update(
+            delimiter=dialect.delimiter, decimal=dialect.decimal, encoding=dialect.encoding, quote=dialect.quote
+        )
+    return config
 
 
 def _checked_file_sha256(path: Path) -> str:
@@ -169,13 +202,14 @@ def sql_literal(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def read_csv_header(path: Path, delimiter: str) -> list[str]:
+def read_csv_header(path: Path, delimiter: str, encoding: str = "utf-8", quote: str = '"') -> list[str]:
     try:
-        with open_text(path) as handle:
-            header = next(csv.reader(handle, delimiter=delimiter), None)
+        with open_text(path, encoding=encoding) as handle:
+            header = next(csv.reader(handle, delimiter=delimiter, quotechar=quote), None)
     except UnicodeDecodeError as error:
         raise SourceDataError(
-            f"{path}: line 1 (header) is not valid UTF-8 ({error.reason}): not a CSV text export?"
+            f"{path}: line 1 (header) is not valid {encoding.upper()} ({error.reason}): not a CSV text export, "
+            "or another encoding (set the use case's source encoding)?"
         ) from error
     except (OSError, EOFError, csv.Error) as error:  # e.g. a truncated gzip file, a NUL byte
         raise SourceDataError(f"{path}: line 1 (header) cannot be read: {error}") from error
@@ -184,7 +218,13 @@ def read_csv_header(path: Path, delimiter: str) -> list[str]:
     return [name.strip() for name in header]
 
 
-def _check_columns(path: Path, columns: list[str], required: list[str], delimiter: str) -> None:
+def _check_columns(
+    path: Path, columns: list[str], required: list[str], delimiter: str, known: set[str] | None = None
+) -> None:
+    """Reject a header without every required column, naming the missing and unexpected columns.
+
+    Columns are matched by name, never renamed or re-keyed: a header that does not match is an error.
+    """
     missing = [c for c in required if c not in columns]
     if not missing:
         return
@@ -196,8 +236,11 @@ def _check_columns(path: Path, columns: list[str], required: list[str], delimite
                 f"not {delimiter!r} (set the source delimiter)"
             )
     shown = ", ".join(columns[:12]) + (" ..." if len(columns) > 12 else "")
+    unexpected = [c for c in columns if known is not None and c not in known]
+    extra = f"; unexpected column(s) {', '.join(unexpected[:12])}" if unexpected else ""
     raise SourceDataError(
-        f"{path}: missing required column(s) {', '.join(missing)} (found {len(columns)} columns: {shown})"
+        f"{path}: missing required column(s) {', '.join(missing)}{extra} "
+        f"(found {len(columns)} columns: {shown}); the header must match the data dictionary"
     )
 
 
@@ -217,13 +260,25 @@ def _csv_error_message(path: Path, error: duckdb.Error) -> str:
 
 
 def _read_source(
-    connection: duckdb.DuckDBPyConnection, path: Path, source_format: str, delimiter: str, required: list[str]
+    connection: duckdb.DuckDBPyConnection,
+    path: Path,
+    source_format: str,
+    delimiter: str,
+    required: list[str],
+    dialect: CsvDialect | None = None,
+    numeric_columns: list[str] = (),
+    known: set[str] | None = None,
 ) -> list[str]:
-    """Read the export into temp table `_source` (rows in file order), after checking its columns."""
+    """Read the export into temp table `_source` (rows in file order), after checking its columns.
+
+    With a decimal comma, the numeric columns' commas become points here, so that everything after
+    ingestion (row rules, staging casts) reads one number format.
+    """
+    dialect = dialect or CsvDialect(delimiter=delimiter)
     literal = sql_literal(str(path))
     if source_format == "csv":
-        header = read_csv_header(path, delimiter)
-        _check_columns(path, header, required, delimiter)
+        header = read_csv_header(path, delimiter, dialect.encoding, dialect.quote)
+        _check_columns(path, header, required, delimiter, known)
         duplicated = sorted({c for c in header if header.count(c) > 1})
         if duplicated:
             raise SourceDataError(f"{path}: column(s) {', '.join(duplicated)} appear more than once in the header")
@@ -231,15 +286,25 @@ def _read_source(
         # values kept exactly as exported, and errors that name the offending line.
         columns = "{" + ", ".join(f"{sql_literal(c)}: 'VARCHAR'" for c in header) + "}"
         relation = (
-            f"read_csv({literal}, header = true, delim = {sql_literal(delimiter)}, quote = '\"', "
-            f"escape = '\"', columns = {columns}, auto_detect = false, strict_mode = true, "
-            "null_padding = false, encoding = 'utf-8', "
-            f"compression = '{'gzip' if is_gzip(path) else 'none'}')"
+            f"read_csv({literal}, header = true, delim = {sql_literal(delimiter)}, "
+            f"quote = {sql_literal(dialect.quote)}, escape = {sql_literal(dialect.quote)}, columns = {columns}, "
+            "auto_detect = false, strict_mode = true, null_padding = false, "
+            f"encoding = {sql_literal(dialect.encoding)}, compression = '{'gzip' if is_gzip(path) else 'none'}')"
         )
         try:
             connection.execute(f"create or replace temp table _source as select * from {relation}")
         except duckdb.Error as error:
             raise SourceDataError(_csv_error_message(path, error)) from error
+        if dialect.decimal != "." and numeric_columns:
+            present = [c for c in numeric_columns if c in header]
+            if present:
+                connection.execute(
+                    "update _source set "
+                    + ", ".join(
+                        f"{quote_identifier(c)} = replace({quote_identifier(c)}, {sql_literal(dialect.decimal)}, '.')"
+                        for c in present
+                    )
+                )
         return header
     if source_format == "parquet":
         try:
@@ -247,7 +312,7 @@ def _read_source(
         except duckdb.Error as error:
             raise SourceDataError(f"{path}: cannot be read as Parquet: {str(error).splitlines()[0]}") from error
         columns = [row[0] for row in connection.execute("describe _source").fetchall()]
-        _check_columns(path, columns, required, delimiter)
+        _check_columns(path, columns, required, delimiter, known)
         return columns
     raise SourceDataError(f"{path}: unsupported source format {source_format!r} (use csv or parquet)")
 
@@ -291,11 +356,17 @@ def load_source(
     id_prefix: str = "C",
     max_quarantine_share: float = 0.05,
     max_exact_duplicate_share: float = 0.25,
+    dialect: CsvDialect | None = None,
+    assigned_ids: str = "row_position",
 ) -> SourceLoad:
     """Replace `table` with the export at `path`, or raise SourceDataError and leave it as it was.
 
     Customer ids come from `id_column` when the export has one; otherwise from the row position in
-    the file (`<id_prefix>0000001` for the first data row), stable while the export keeps its order.
+    the file (`<id_prefix>0000001` for the first data row), stable while the export keeps its order
+    (`assigned_ids="row_position"`, the use case's full export), or, for a batch of other customers
+    (`"next_free"`), continuing after the highest number any earlier load assigned
+    (`<schema>.assigned_customer_ids`), so that ids never collide across batches. CSV files are read
+    in `dialect` (delimiter, decimal mark, encoding, quote; default: `delimiter` and the defaults).
     Rows breaking the data dictionary's rules (see quality/rows.py) are recorded in
     `<schema>.quarantined_customers` and marked in the raw table's `_quarantine_reason`; staging
     leaves them out. If more than `max_quarantine_share` of the rows are unusable, the load is
@@ -311,8 +382,17 @@ def load_source(
     if previous is not None:
         return _skipped_load(connection, schema, path, source_format, sha256, load_id, loaded_at, previous)
 
+    if assigned_ids not in ("row_position", "next_free"):
+        raise ValueError(f"assigned_ids must be row_position or next_free, not {assigned_ids!r}")
     required = [r.column for r in rules if r.required] + ([id_column] if id_column else [])
-    columns = _read_source(connection, path, source_format, delimiter, required)
+    known = {r.column for r in rules} | ({id_column} if id_column else set()) | {"customer_id"}
+    numeric = [r.column for r in rules if r.data_type in ("integer", "float")]
+    columns = _read_source(
+        connection, path, source_format, delimiter, required, dialect or CsvDialect(delimiter=delimiter), numeric, known
+    )
+    if id_column is None and "customer_id" in columns:
+        # A `customer_id` column is the customers' ids, never renamed beside an assigned one.
+        id_column = "customer_id"
     # Optional columns may be left out (e.g. the target of a batch whose outcomes come later).
     for rule in rules:
         if rule.column not in columns:
@@ -321,8 +401,13 @@ def load_source(
     if row_count == 0:
         raise SourceDataError(f"{path}: the file has a header but no data rows")
 
+    first_number = 1
+    if id_column is None and assigned_ids == "next_free" and table_exists(connection, schema, "assigned_customer_ids"):
+        first_number += connection.execute(
+            f"select coalesce(max(last_number), 0) from {schema}.assigned_customer_ids"
+        ).fetchall()[0][0]
     if id_column is None:
-        id_expression = f"printf('%s%07d', {sql_literal(id_prefix)}, source_row)"
+        id_expression = f"printf('%s%07d', {sql_literal(id_prefix)}, source_row + {first_number - 1})"
         selected = "*"
     else:
         id_expression = f"cast({quote_identifier(id_column)} as varchar)"
@@ -415,6 +500,14 @@ def load_source(
         )
         if not rejected:
             _record_ingestion(connection, schema, "customers", sha256, path, load_id, row_count, loaded_at)
+            if id_column is None:
+                connection.execute(
+                    f"create table if not exists {schema}.assigned_customer_ids ({ASSIGNED_IDS_COLUMNS})"
+                )
+                connection.execute(
+                    f"insert into {schema}.assigned_customer_ids values (?, ?, ?, ?)",
+                    [load_id, str(path), first_number, first_number + row_count - 1],
+                )
         connection.execute("commit")
     except BaseException:
         connection.execute("rollback")
@@ -521,12 +614,17 @@ def load_outcomes(
     load_id: str,
     source_format: str = "csv",
     delimiter: str = ",",
+    dialect: CsvDialect | None = None,
+    id_column: str = "customer_id",
+    positive_values: tuple[str, ...] | None = None,
 ) -> OutcomeLoad:
     """Append a campaign-outcome file (customer_id, target) to `<schema>.raw_outcomes`, or raise
     SourceDataError naming the file, row and column and append nothing. Within a file, a customer's
     last row wins; across files, the latest load wins (see stg_<use case>__outcomes). A file already
     ingested (same sha256, see the ledger) is skipped; an outcome already recorded for the customer on
-    the same day with the same value is not appended again."""
+    the same day with the same value is not appended again. The file is read in the use case's
+    `dialect`, its customer ids from `id_column` (the use case's id column, else `customer_id`);
+    `positive_values` (default: the first allowed value) count as buyers."""
     path = Path(path)
     sha256 = _checked_file_sha256(path)
     loaded_at = datetime.now(UTC).replace(tzinfo=None)
@@ -543,11 +641,19 @@ def load_outcomes(
             skipped=True,
             message=_skip_message(path, "outcomes", previous),
         )
-    _read_source(connection, path, source_format, delimiter, ["customer_id", target_column])
+    _read_source(
+        connection,
+        path,
+        source_format,
+        delimiter,
+        [id_column, target_column],
+        dialect or CsvDialect(delimiter=delimiter),
+        known={id_column, target_column},
+    )
     connection.execute(
         f"""create or replace temp table _outcomes as
             select row_number() over (order by rowid) as source_row,
-                   nullif(trim(cast(customer_id as varchar)), '') as customer_id,
+                   nullif(trim(cast({quote_identifier(id_column)} as varchar)), '') as customer_id,
                    nullif(trim(cast({quote_identifier(target_column)} as varchar)), '') as outcome
             from _source"""
     )
@@ -565,7 +671,7 @@ def load_outcomes(
             f"select count(*) from _outcomes where customer_id is null or outcome is null or outcome not in ({allowed})"
         ).fetchall()[0][0]
         first_row, customer, value = bad[0]
-        column = "customer_id" if customer is None else target_column
+        column = id_column if customer is None else target_column
         raise SourceDataError(
             f"{path}: {count} row(s) without a customer id or with an outcome not in {'/'.join(allowed_values)} "
             f"(first: data row {first_row}, column {column}, value {value if customer else None!r})"
@@ -592,9 +698,9 @@ def load_outcomes(
         with contextlib.suppress(duckdb.Error):
             connection.execute("rollback")
         raise
+    positives = ", ".join(sql_literal(v) for v in (positive_values or allowed_values[:1]))
     buyers, distinct = connection.execute(
-        f"select count(*) filter (where outcome = {sql_literal(allowed_values[0])}), count(distinct customer_id) "
-        "from _outcomes"
+        f"select count(*) filter (where outcome in ({positives})), count(distinct customer_id) from _outcomes"
     ).fetchall()[0]
     return OutcomeLoad(
         load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at, repeated_outcomes=distinct - appended

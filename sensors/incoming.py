@@ -35,8 +35,9 @@ def batch_of(path: Path, prefix: str) -> str:
 
 
 def build_incoming_files_sensor(
-    use_case_name: str, incoming_dir: Path, batch_job: UnresolvedAssetJobDefinition, outcomes_job
+    use_case_name: str, incoming_dir: Path, batch_job: UnresolvedAssetJobDefinition, outcomes_job, source=None
 ) -> dg.SensorDefinition:
+    """`source`: the use case's SourceSpec, whose CSV dialect and id column the files are read with."""
     folder = Path(incoming_dir) / use_case_name
 
     @dg.sensor(
@@ -62,7 +63,7 @@ def build_incoming_files_sensor(
                 continue
             batch = batch_of(export, "customers")
             outcomes = outcome_files.get(batch)
-            raw_config = export_ingestion_config(export)
+            raw_config = export_ingestion_config(export, source)
             requests.append(
                 dg.RunRequest(
                     run_key=f"{export.name}:{export.stat().st_mtime_ns}",

@@ -4,7 +4,7 @@ import duckdb
 import pandas as pd
 import pytest
 
-from mlops_assets.ingestion import SourceDataError, load_outcomes, load_source
+from mlops_assets.ingestion import CsvDialect, SourceDataError, load_outcomes, load_source
 from mlops_assets.quality.rows import ColumnRule, find_outliers
 
 TABLE = "caravan.raw_customers"
@@ -208,3 +208,91 @@ def test_everyday_export_quirks_load_the_same_values(caravan, sample, tmp_path, 
     _load(reference, caravan, _write(sample, tmp_path / "reference.csv"))
     expected = reference.execute(f"select * exclude (_load_id, _source_file, _loaded_at) from {TABLE}").fetchdf()
     pd.testing.assert_frame_equal(loaded, expected)
+
+
+def test_a_semicolon_export_with_decimal_commas_is_read_in_the_use_cases_dialect(tmp_path):
+    """One dialect for every file of a use case: delimiter, decimal mark, encoding, quote."""
+    rules = [
+        ColumnRule("balance", "float", True, 0, None, ()),
+        ColumnRule("city", "string", True, None, None, ()),
+        ColumnRule("default", "string", False, None, None, ("Ja", "Nein")),
+    ]
+    path = tmp_path / "export.csv"
+    path.write_bytes("id;balance;city;default\nK1;1234,5;'Zürich; Altstadt';Ja\nK2;0,25;Bern;Nein\n".encode("latin-1"))
+    connection = duckdb.connect()
+    dialect = CsvDialect(delimiter=";", decimal=",", encoding="latin-1", quote="'")
+    load = load_source(
+        connection,
+        path=path,
+        source_format="csv",
+        table="bank.raw_customers",
+        rules=rules,
+        load_id="l1",
+        delimiter=";",
+        id_column="id",
+        dialect=dialect,
+    )
+    assert load.quarantined_rows == 0
+    rows = connection.execute("select customer_id, balance, city from bank.raw_customers order by 1").fetchall()
+    assert rows == [("K1", "1234.5", "Zürich; Altstadt"), ("K2", "0.25", "Bern")]
+    # The same file read with commas as the delimiter is rejected, naming the file and the columns.
+    with pytest.raises(SourceDataError) as error:
+        load_source(
+            duckdb.connect(),
+            path=path,
+            source_format="csv",
+            table="bank.raw_customers",
+            rules=rules,
+            load_id="l2",
+            dialect=CsvDialect(encoding="latin-1"),
+            id_column="id",
+        )
+    assert str(path) in str(error.value) and "delimited by ';', not ','" in str(error.value)
+
+
+def test_a_header_that_does_not_match_is_rejected_never_re_keyed(caravan, sample, tmp_path):
+    renamed = sample.rename(columns={"MOSTYPE": "MOSTYP"}).assign(customer_id=[f"X{i}" for i in range(200)])
+    path = _write(renamed, tmp_path / "renamed.csv")
+    connection = duckdb.connect()
+    with pytest.raises(SourceDataError) as error:
+        _load(connection, caravan, path)
+    message = str(error.value)
+    assert str(path) in message and "missing required column(s) MOSTYPE" in message
+    assert "unexpected column(s) MOSTYP" in message
+    # A `customer_id` column is the customers' ids, not renamed to customer_id_1 beside assigned ones.
+    _load(connection, caravan, _write(sample.assign(customer_id=[f"X{i}" for i in range(200)]), tmp_path / "ids.csv"))
+    columns = [row[0] for row in connection.execute(f"describe {TABLE}").fetchall()]
+    assert "customer_id_1" not in columns
+    assert connection.execute(f"select min(customer_id) from {TABLE}").fetchall()[0][0] == "X0"
+
+
+def test_assigned_ids_never_collide_across_batches(caravan, sample, tmp_path):
+    connection = duckdb.connect()
+    _load(connection, caravan, _write(sample, tmp_path / "full.csv"))
+    first = _load(
+        connection, caravan, _write(sample.head(50), tmp_path / "b1.csv"), load_id="b1", assigned_ids="next_free"
+    )
+    ids_1 = connection.execute(f"select min(customer_id), max(customer_id) from {TABLE}").fetchall()[0]
+    _load(connection, caravan, _write(sample.tail(30), tmp_path / "b2.csv"), load_id="b2", assigned_ids="next_free")
+    ids_2 = connection.execute(f"select min(customer_id), max(customer_id) from {TABLE}").fetchall()[0]
+    assert first.row_count == 50 and ids_1 == ("CV0000201", "CV0000250") and ids_2 == ("CV0000251", "CV0000280")
+    # The full export again (same customers, same order): the same ids by row position.
+    _load(connection, caravan, _write(sample, tmp_path / "full_again.csv", lineterminator="\r\n"), load_id="again")
+    assert connection.execute(f"select min(customer_id), max(customer_id) from {TABLE}").fetchall()[0] == (
+        "CV0000001",
+        "CV0000200",
+    )
+
+
+def test_outcome_files_use_the_dialect_and_id_column_of_the_use_case(tmp_path):
+    path = tmp_path / "outcomes_1.csv"
+    path.write_text("id;default\nK1;yes\nK2;no\nK3;YES\n")
+    connection = duckdb.connect()
+    arguments = dict(path=path, schema="bank", target_column="default", load_id="o1", delimiter=";")
+    with pytest.raises(SourceDataError, match="outcomes_1.csv: 1 row"):
+        load_outcomes(connection, allowed_values=("yes", "no"), id_column="id", **arguments)
+    path.write_text("id;default\nK1;yes\nK2;no\nK3;si\n")
+    loaded = load_outcomes(
+        connection, allowed_values=("yes", "si", "no"), positive_values=("yes", "si"), id_column="id", **arguments
+    )
+    assert loaded.rows == 3 and loaded.buyers == 2

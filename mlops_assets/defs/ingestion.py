@@ -9,7 +9,7 @@ from pydantic import Field
 from mlops_assets.defs.config import camel, config_class
 from mlops_assets.defs.io_managers import Warehouse, table_metadata
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
-from mlops_assets.ingestion import SourceDataError, ensure_outcomes_table, load_outcomes, load_source
+from mlops_assets.ingestion import CsvDialect, SourceDataError, ensure_outcomes_table, load_outcomes, load_source
 from mlops_assets.settings import resolve_project_path
 from mlops_assets.use_cases import UseCase
 
@@ -18,14 +18,28 @@ class IngestionConfig(dg.Config):
     source_path: str = Field(description="Customer export to load (CSV or Parquet); relative to the project root.")
     source_format: Literal["csv", "parquet"] = Field("csv", description="File format of the export.")
     delimiter: str = Field(",", description="Field delimiter (CSV only).")
+    decimal: Literal[".", ","] = Field(".", description="Decimal mark of numbers (CSV only).")
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = Field("utf-8", description="Text encoding (CSV only).")
+    quote: str = Field('"', description="Quote character (CSV only).")
     id_column: str | None = Field(
-        None, description="Column holding the customer id; empty: ids are assigned from the row position."
+        None, description="Column holding the customer id; empty: ids are assigned by ingestion."
+    )
+    assigned_ids: Literal["row_position", "next_free"] = Field(
+        "row_position",
+        description=(
+            "Without an id column: row_position (the full export, same customers in the same order) or "
+            "next_free (a batch of other customers: numbers after every id assigned so far)."
+        ),
     )
 
 
 class OutcomesConfig(dg.Config):
     outcomes_path: str = Field(
-        "", description="Outcome file to append (customer_id and the target column); empty: nothing new."
+        "",
+        description=(
+            "Outcome file to append (the customer id and the target column, in the use case's CSV dialect); "
+            "empty: nothing new."
+        ),
     )
     source_format: Literal["csv", "parquet"] = Field("csv", description="File format of the outcome file.")
 
@@ -39,6 +53,9 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
             "source_path": source.path,
             "source_format": source.format,
             "delimiter": source.delimiter,
+            "decimal": source.decimal,
+            "encoding": source.encoding,
+            "quote": source.quote,
             "id_column": source.id_column,
         },
     )
@@ -75,6 +92,8 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
                     id_column=config.id_column,
                     id_prefix=source.id_prefix,
                     max_quarantine_share=use_case.quality.max_quarantine_share,
+                    dialect=CsvDialect(config.delimiter, config.decimal, config.encoding, config.quote),
+                    assigned_ids=config.assigned_ids,
                 )
             except SourceDataError as error:
                 notifier.notify(
@@ -126,14 +145,19 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
             ensure_outcomes_table(connection, name, target_column)
             metadata: dict = {}
             if config.outcomes_path:
+                outcomes_path = resolve_project_path(config.outcomes_path)
                 loaded = load_outcomes(
                     connection,
-                    path=resolve_project_path(config.outcomes_path),
+                    path=outcomes_path,
                     schema=name,
                     target_column=target_column,
                     allowed_values=target_values,
                     load_id=load_id,
-                    source_format=config.source_format,
+                    source_format="parquet" if outcomes_path.suffix == ".parquet" else config.source_format,
+                    delimiter=source.delimiter,
+                    dialect=CsvDialect.of(source),
+                    id_column=source.id_column or "customer_id",
+                    positive_values=use_case.positive_target_values(),
                 )
                 metadata = {
                     "load_id": loaded.load_id,

@@ -8,6 +8,7 @@ new set of assets under the key prefix `<name>/`; no pipeline code is copied.
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -35,11 +36,49 @@ class SourceSpec(BaseModel):
 
     path: str = Field(description="CSV or Parquet file; relative paths are relative to the project root.")
     format: Literal["csv", "parquet"] = "csv"
-    delimiter: str = ","
+    # The CSV dialect of every file of the use case: initial export, batches, incoming files, outcomes.
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    decimal: Literal[".", ","] = Field(".", description="Decimal mark of numbers in CSV files.")
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = "utf-8"
+    quote: str = Field('"', min_length=1, max_length=1)
     id_column: str | None = Field(
-        None, description="Column holding the customer id. None: ids are assigned from row position."
+        None,
+        description=(
+            "Column holding the customer id (also in outcome files). None: ids are assigned by ingestion "
+            "(row position in the full export; batches continue the numbering)."
+        ),
     )
     id_prefix: str = "C"
+
+    @model_validator(mode="after")
+    def _decimal_differs_from_delimiter(self) -> SourceSpec:
+        if self.decimal == self.delimiter:
+            raise ValueError(f"the decimal mark and the delimiter cannot both be {self.delimiter!r}")
+        return self
+
+
+class TargetEncoding(BaseModel):
+    """Which values of a two-valued target column mean bought (1) and did not buy (0)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    positive: list[str] = Field(min_length=1, description="Values meaning the customer bought, e.g. [yes].")
+    negative: list[str] = Field(min_length=1, description="Values meaning the customer did not buy, e.g. [no].")
+
+    @field_validator("positive", "negative", mode="before")
+    @classmethod
+    def _strings(cls, values):
+        # YAML reads an unquoted yes/no/true/false as a boolean: ask for the value as written.
+        if any(isinstance(v, bool) for v in values or []):
+            raise ValueError("quote the values as written in the file, e.g. positive: ['yes'], negative: ['no']")
+        return [str(v) for v in values]
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> TargetEncoding:
+        both = sorted(set(self.positive) & set(self.negative))
+        if both:
+            raise ValueError(f"target_encoding: {both} cannot be both positive and negative")
+        return self
 
 
 class SplitSpec(BaseModel):
@@ -150,6 +189,13 @@ class UseCase(BaseModel):
     code_labels: str | None = Field(None, description="CSV with code_list, code, label for coded values")
     feature_mart: str = Field(description="dbt model (alias) holding one row of features per customer")
     target: str
+    target_encoding: TargetEncoding | None = Field(
+        None,
+        description=(
+            "Values of the export's target column meaning 1 and 0 (e.g. yes/no); None: the data "
+            "dictionary's allowed values, positive first."
+        ),
+    )
     features: list[FeatureSpec]
     sensitive_attributes: list[str] = []
     split: SplitSpec = SplitSpec()
@@ -211,11 +257,23 @@ class UseCase(BaseModel):
     def target_source(self) -> tuple[str, tuple[str, ...]]:
         """The export's target column and its allowed values, positive outcome first (e.g. Yes, No)."""
         row = self.load_data_dictionary().query("value_type == 'target'").iloc[0]
+        if self.target_encoding is not None:
+            return row["source_column"], (*self.target_encoding.positive, *self.target_encoding.negative)
         return row["source_column"], tuple(str(row["allowed_values"]).split("|"))
+
+    def positive_target_values(self) -> tuple[str, ...]:
+        """The target column's values meaning the customer bought."""
+        if self.target_encoding is not None:
+            return tuple(self.target_encoding.positive)
+        return self.target_source()[1][:1]
 
     def row_rules(self) -> list[ColumnRule]:
         """Per source column: data type, required, range, allowed values (quality/rows.py)."""
-        return rules_from_dictionary(self.load_data_dictionary())
+        rules = rules_from_dictionary(self.load_data_dictionary())
+        if self.target_encoding is None:
+            return rules
+        target_column, values = self.target_source()
+        return [replace(r, allowed_values=values) if r.column == target_column else r for r in rules]
 
     def readable_names(self) -> dict[str, str]:
         """Feature name -> short description (code-list references dropped), for reasons and cards."""
