@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
+from mlops_assets.dbt_manifest import ensure_fresh_manifest
 from mlops_assets.defs.dbt_in_process import DbtProjectConfig, asset_events, discard_artefacts
 from mlops_assets.defs.io_managers import Warehouse, table_metadata
 from mlops_assets.defs.resources import WAREHOUSE_POOL, dbt_project
@@ -64,8 +65,12 @@ def _build_dbt_step(name: str, select: str, description: str) -> dg.AssetsDefini
 
 
 def _selection(tag: str, schemas: tuple[str, ...]) -> str:
-    """dbt selection of the nodes with `tag` in the given use cases' schemas (comma: and; space: or)."""
-    return " ".join(f"tag:{tag},config.schema:{schema}" for schema in schemas)
+    """dbt selection of the nodes with `tag` in the given use cases' folders (comma: and; space: or).
+
+    A use case's models and seeds sit in folders named after it (models/<layer>/<use case>/,
+    seeds/<use case>/), so its name is a part of their fully qualified names.
+    """
+    return " ".join(f"tag:{tag},fqn:*.{schema}.*" for schema in schemas)
 
 
 @cache
@@ -75,8 +80,10 @@ def build_dbt_steps(schemas: tuple[str, ...]) -> tuple[dg.AssetsDefinition, dg.A
     Two dbt steps, so that the staging data-quality checks (blocking) can stop a bad load before it
     reaches the customer history and the feature marts. Built on demand (reading the manifest and
     selecting nodes costs about a second) and only for the use cases a process loads; the step
-    names are the same whichever use cases they hold.
+    names are the same whichever use cases they hold. A manifest older than the dbt project (a new
+    use case, an edited model) is refreshed first (dbt_manifest.py).
     """
+    ensure_fresh_manifest()
     return (
         _build_dbt_step(
             "dbt_staging",
