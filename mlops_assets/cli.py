@@ -15,6 +15,8 @@
     mlops review accept|reject --load ID --by NAME --why TEXT   decide on a batch held for review
     mlops quality-suites                           regenerate the Great Expectations suites
     mlops serve [--host 127.0.0.1] [--port 8080]   the scoring service (README "Scoring service")
+    mlops new-use-case NAME --from FILE --target COLUMN [--id COLUMN] [--positive VALUE] ...
+                                                   a new use case from one export (README walkthrough)
 
 Commands that run a job take --json (summary for scripts), --verbose (Dagster's and dbt's log lines on
 the terminal instead of a log file) and --no-wait (refuse when a run of the use case is in progress).
@@ -420,6 +422,108 @@ def generate_quality_suites(args: argparse.Namespace) -> int:
     return 0
 
 
+def bootstrap_quality_suites(use_case) -> list:
+    """The new use case's Great Expectations suites, from its dictionary and its first export.
+
+    The one place `mlops new-use-case` makes suites (to be replaced by suites that bootstrap
+    themselves): the staging suite's scale reference is the export's numeric columns, typed and
+    named as the generated staging model names them.
+    """
+    import duckdb
+
+    from mlops_assets.onboarding import read_export
+    from mlops_assets.quality.expectations import mart_suite, raw_suite, scores_suite, staged_suite, write_suite
+
+    with duckdb.connect() as connection:
+        read_export(connection, use_case.source_path, use_case.source.delimiter, use_case.source.decimal)
+        export = connection.execute("select * from _export").fetchdf()
+    dictionary = use_case.load_data_dictionary()
+    staged = export.rename(columns=dict(zip(dictionary["source_column"], dictionary["feature_name"], strict=True)))
+    identifiers = dictionary.loc[dictionary["value_type"] == "identifier", "feature_name"].tolist()
+    staged = staged.drop(columns=identifiers).assign(customer_id="", outlier_columns=None, load_id="", loaded_at=None)
+    suites = {
+        "raw_customers": raw_suite(use_case),
+        "stg_customers": staged_suite(use_case, staged, use_case.load_code_labels()),
+        "customer_features": mart_suite(use_case, staged),
+        "customer_scores": scores_suite(use_case),
+    }
+    return [write_suite(use_case.name, asset, suite) for asset, suite in suites.items()]
+
+
+def new_use_case_command(args: argparse.Namespace) -> int:
+    """`mlops new-use-case`: profile the export, write the use case, refresh dbt's manifest, check it loads."""
+    from mlops_assets.dbt_manifest import ensure_fresh_manifest
+    from mlops_assets.onboarding import OnboardingError, new_use_case
+    from mlops_assets.use_cases import load_use_case
+
+    started = time.perf_counter()
+    try:
+        created = new_use_case(
+            args.name,
+            Path(args.source),
+            args.target,
+            id_column=args.id,
+            time_column=args.time,
+            positive=args.positive,
+            sensitive=args.sensitive or [],
+            delimiter=args.delimiter,
+            decimal=args.decimal,
+        )
+    except OnboardingError as error:
+        print(f"new-use-case: {error}", file=sys.stderr)
+        return 1
+    try:
+        use_case = load_use_case(created.yaml_path)
+        suites = bootstrap_quality_suites(use_case)
+        ensure_fresh_manifest()
+        from mlops_assets.definitions import build_definitions
+
+        build_definitions(use_cases=(use_case,))  # fails here, not in `dagster dev`, if anything is off
+    except Exception as error:
+        import shutil
+
+        # Nothing half-written stays behind: the other use cases would fail to load with it.
+        for path in [created.yaml_path, created.dictionary_path, *created.dbt_paths]:
+            path.unlink(missing_ok=True)
+        for folder in {p.parent for p in [created.dictionary_path, *created.dbt_paths]}:
+            shutil.rmtree(folder, ignore_errors=True)
+        from mlops_assets.quality.expectations import SUITE_DIR
+
+        shutil.rmtree(SUITE_DIR / args.name, ignore_errors=True)
+        print(f"new-use-case: {args.name} could not be set up, nothing kept: {error}", file=sys.stderr)
+        return 1
+    profile = created.profile
+    dialect = profile.dialect
+    read_as = f", delimiter {dialect.delimiter!r}, decimal {dialect.decimal!r}" if profile.format == "csv" else ""
+    print(
+        f"Use case {use_case.name}: {profile.rows:,} rows, {len(profile.columns)} columns "
+        f"({profile.format}{read_as}); "
+        f"target {use_case.target} = 1 for {'/'.join(created.positive)}, {len(use_case.features)} features."
+    )
+    for path in [created.yaml_path, created.dictionary_path, *created.dbt_paths, *suites]:
+        print(f"  wrote {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}")
+    print(f"Review {created.yaml_path.relative_to(PROJECT_ROOT)} (features, sensitive attributes), then run:")
+    print(f"  mlops run --use-case {use_case.name}")
+    print(f"({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def add_new_use_case_command(commands) -> None:
+    sub = commands.add_parser(
+        "new-use-case", help="profile an export and write a new use case (YAML, data dictionary, dbt files)"
+    )
+    sub.add_argument("name", help="the use case's name: lower-case letters, digits and _")
+    sub.add_argument("--from", dest="source", required=True, help="the customer export (CSV, any dialect, or Parquet)")
+    sub.add_argument("--target", required=True, help="the column telling whether the customer bought")
+    sub.add_argument("--id", help="the customer id column (default: ids assigned at ingestion)")
+    sub.add_argument("--time", help="a column ordering customers in time (e.g. a campaign date)")
+    sub.add_argument("--positive", action="append", help="target value meaning bought (repeatable; default: yes-like)")
+    sub.add_argument("--sensitive", nargs="+", help="sensitive attributes (columns) whose groups fairness compares")
+    sub.add_argument("--delimiter", help="CSV delimiter (default: detected)")
+    sub.add_argument("--decimal", choices=[".", ","], help="decimal mark (default: detected)")
+    sub.set_defaults(handler=new_use_case_command)
+
+
 def serve(args: argparse.Namespace) -> int:
     from mlops_assets.serving.server import serve as run_service
 
@@ -497,6 +601,7 @@ def main(argv: list[str] | None = None) -> int:
     service.add_argument("--port", type=int, default=8080)
     service.add_argument("--use-case", dest="serve_use_case", action="append", help="repeatable; default caravan")
     service.set_defaults(handler=serve)
+    add_new_use_case_command(commands)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -296,3 +296,23 @@ def test_outcome_files_use_the_dialect_and_id_column_of_the_use_case(tmp_path):
         connection, allowed_values=("yes", "si", "no"), positive_values=("yes", "si"), id_column="id", **arguments
     )
     assert loaded.rows == 3 and loaded.buyers == 2
+
+
+def test_batches_and_incoming_files_get_the_use_cases_dialect_and_id_column(tmp_path):
+    from mlops_assets.ingestion import export_ingestion_config
+    from mlops_assets.use_cases import SourceSpec
+
+    source = SourceSpec(path="x.csv", delimiter=";", decimal=",", encoding="latin-1", id_column="kunden_nr")
+    path = tmp_path / "customers_1.csv"
+    path.write_text("kunden_nr;saldo\nK1;1,5\n")
+    config = export_ingestion_config(path, source)
+    assert config["id_column"] == "kunden_nr" and config["assigned_ids"] == "next_free"
+    assert (config["delimiter"], config["decimal"], config["encoding"]) == (";", ",", "latin-1")
+    # Without an id column in the use case, a batch's `customer_id` column is its ids (read with `;`).
+    no_ids = SourceSpec(path="x.csv", delimiter=";")
+    path.write_text("customer_id;saldo\nK1;1.5\n")
+    assert export_ingestion_config(path, no_ids)["id_column"] == "customer_id"
+    path.write_text("saldo\n1.5\n")
+    assert export_ingestion_config(path, no_ids)["id_column"] is None
+    with pytest.raises(ValueError, match="decimal mark and the delimiter"):
+        SourceSpec(path="x.csv", delimiter=",", decimal=",")
