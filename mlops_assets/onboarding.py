@@ -553,14 +553,16 @@ def new_use_case(
     except ValueError as error:
         raise OnboardingError(f"the generated use case {name} is not valid: {error}") from error
     dictionary_path = dbt_dir / "seeds" / name / f"{name}_data_dictionary.csv"
+    dictionary_path.parent.mkdir(parents=True, exist_ok=True)
+    dictionary.to_csv(dictionary_path, index=False)
+    yaml_path.write_text(text)
     written = []
+    # After the YAML and the dictionary: generated files newer than both are up to date.
     for relative, content in dbt_files(name, dictionary, positive, negative).items():
         path = dbt_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
         written.append(path)
-    dictionary.to_csv(dictionary_path, index=False)
-    yaml_path.write_text(text)
     return NewUseCase(yaml_path, dictionary_path, written, profile, positive, negative)
 
 
