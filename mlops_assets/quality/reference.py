@@ -24,13 +24,14 @@ def recorded_reference(connection: duckdb.DuckDBPyConnection, schema: str, asset
     """The reference recorded for `asset` (e.g. `stg_customers`) of this `kind` (e.g. `scale`), or None."""
     if not table_exists(connection, schema, TABLE):
         return None
-    row = connection.execute(
+    rows = connection.execute(
         f"select reference, load_id, source_file, recorded_at from {schema}.{TABLE} "
         "where asset = ? and kind = ? order by recorded_at limit 1",
         [asset, kind],
-    ).fetchone()
-    if row is None:
+    ).fetchall()  # fetchall: an unfinished result would block the connection's next statement
+    if not rows:
         return None
+    row = rows[0]
     return {"values": json.loads(row[0]), "load_id": row[1], "source_file": row[2], "recorded_at": row[3]}
 
 
