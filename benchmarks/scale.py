@@ -120,7 +120,7 @@ def run_bare(home: str | Path) -> dict:
     staged = connection.execute(STAGING_SQL).fetchdf()
     features = staged.assign(balance_per_product=staged["balance_chf"] / staged["products_held"])
     lap("features (SQL)")
-    validate(staged, load_suite("swiss_bank", "stg_customers"))
+    validate(staged, load_suite(use_case, "stg_customers"))
     lap("validation (staging suite)")
     labelled = features.sort_values("customer_id", ignore_index=True)
     labelled["split"] = assign_splits(labelled["customer_id"], labelled[use_case.target], seed=42)

@@ -13,7 +13,7 @@
     mlops model-card --version V
     mlops audit --customer ID [--date YYYY-MM-DD]
     mlops review accept|reject --load ID --by NAME --why TEXT   decide on a batch held for review
-    mlops quality-suites                           regenerate the Great Expectations suites
+    mlops quality-suites                           rewrite the suite files from the data dictionary
     mlops serve [--host 127.0.0.1] [--port 8080]   the scoring service (README "Scoring service")
     mlops new-use-case NAME --from FILE --target COLUMN [--id COLUMN] [--positive VALUE] ...
                                                    a new use case from one export (README walkthrough)
@@ -405,19 +405,14 @@ def review_batch(args: argparse.Namespace) -> int:
 
 
 def generate_quality_suites(args: argparse.Namespace) -> int:
-    import duckdb
-
     from mlops_assets.quality.expectations import build_suites, write_suite
-    from mlops_assets.settings import Settings
     from mlops_assets.use_cases import get_use_case
 
     use_case = get_use_case(args.use_case)
-    database = args.warehouse or str(Settings.from_env().duckdb_path)
-    with duckdb.connect(database, read_only=True) as connection:
-        staged = connection.execute(f"select * from {use_case.name}.stg_customers").fetchdf()
-        mart = connection.execute(f"select * from {use_case.name}.{use_case.feature_mart}").fetchdf()
-    for asset, suite in build_suites(use_case, staged, mart).items():
-        path = write_suite(use_case.name, asset, suite)
+    # From the dictionary and the YAML alone: no data needed (the profiled references are recorded
+    # from the first accepted load, quality/reference.py).
+    for asset, suite in build_suites(use_case).items():
+        path = write_suite(use_case, asset, suite)
         print(f"{path}: {len(suite['expectations'])} expectations")
     return 0
 
@@ -590,12 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     review.add_argument("--load", required=True, help="the held load id (see the batch_held alert)")
     review.add_argument("--by", required=True, help="your name, recorded in batch_reviews")
     review.add_argument("--why", required=True, help="why, recorded in batch_reviews")
-    suites = command(
+    command(
         "quality-suites",
         generate_quality_suites,
-        "(re)generate the Great Expectations suites from the data dictionary and accepted reference data",
+        "(re)write the Great Expectations suite files from the data dictionary (no data needed)",
     )
-    suites.add_argument("--warehouse", help="DuckDB file to profile (default: the local warehouse)")
     service = commands.add_parser("serve", help="run the scoring service (HTTP, bound to 127.0.0.1 by default)")
     service.add_argument("--host", default="127.0.0.1")
     service.add_argument("--port", type=int, default=8080)

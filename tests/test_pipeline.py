@@ -9,7 +9,7 @@ from conftest import make_harness
 
 from mlops_assets.ml.artifacts import ModelArtifact, artifact_sha256
 from mlops_assets.publishing import read_published
-from mlops_assets.quality.expectations import SUITE_ASSETS, build_suites, load_suite
+from mlops_assets.quality.expectations import SUITE_ASSETS, build_suites, load_suite, profile_scale_reference
 
 
 def _warehouse(harness) -> duckdb.DuckDBPyConnection:
@@ -143,23 +143,30 @@ def test_quality_floor_gate_blocks_scoring_when_the_model_is_too_weak(caravan, t
     assert not (harness.settings.published_dir / "caravan.duckdb").exists()
 
 
-def test_committed_suites_are_what_the_bundled_data_regenerates(completed_pipeline, caravan):
+def test_committed_suites_are_what_the_dictionary_builds(caravan):
+    for asset, suite in build_suites(caravan).items():
+        assert json.loads(json.dumps(suite)) == load_suite(caravan, asset), asset
+
+
+def test_the_unit_change_reference_is_the_first_accepted_load(completed_pipeline, caravan):
     with _warehouse(completed_pipeline) as connection:
         staged = connection.execute("select * from caravan.stg_customers").fetchdf()
-        mart = connection.execute("select * from caravan.customer_features").fetchdf()
-    for asset, suite in build_suites(caravan, staged, mart).items():
-        assert json.loads(json.dumps(suite)) == load_suite("caravan", asset), asset
+        recorded = connection.execute(
+            "select asset, kind, reference, load_id from caravan.quality_reference"
+        ).fetchall()
+    assert [(asset, kind) for asset, kind, _, _ in recorded] == [("stg_customers", "scale")]
+    assert json.loads(recorded[0][2]) == profile_scale_reference(caravan, staged)
+    assert recorded[0][3] == staged["load_id"].iloc[0]
 
 
-def test_every_expectation_result_is_recorded_and_all_pass_on_good_data(completed_pipeline):
+def test_every_expectation_result_is_recorded_and_all_pass_on_good_data(completed_pipeline, caravan):
     with _warehouse(completed_pipeline) as connection:
         results = connection.execute(
             "select asset, count(*) n, count(*) filter (where not success) failed "
             "from caravan.validation_results group by asset order by asset"
         ).fetchall()
-    expected = {asset: len(load_suite("caravan", asset)["expectations"]) for asset in SUITE_ASSETS}
-    # Plus one unit-change result per numeric column with a scale reference (quality/scale.py).
-    expected["stg_customers"] += len(load_suite("caravan", "stg_customers")["meta"]["scale_reference"])
+    # The first load has no unit-change results: it is the reference later loads are compared with.
+    expected = {asset: len(load_suite(caravan, asset)["expectations"]) for asset in SUITE_ASSETS}
     assert [(asset, n) for asset, n, _ in results] == [
         ("caravan/customer_features", expected["customer_features"]),
         ("caravan/customer_scores", expected["customer_scores"]),

@@ -19,15 +19,22 @@ from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
 from mlops_assets.defs.triggers import retrain_metadata
 from mlops_assets.ingestion import previous_accepted_load
 from mlops_assets.quality.expectations import (
+    SCALE_REFERENCE,
     CheckOutcome,
+    CheckSpec,
     ExpectationOutcome,
+    SuiteError,
     check_is_blocking,
+    default_checks,
     evaluate_checks,
     load_suite,
+    profile_scale_reference,
     suite_checks,
+    suite_source,
     unit_change_outcomes,
     validate,
 )
+from mlops_assets.quality.reference import record_reference, recorded_reference
 from mlops_assets.use_cases import UseCase
 
 VALIDATION_RESULTS_COLUMNS = """
@@ -102,9 +109,39 @@ def _record(connection, schema: str, rows: list[dict]) -> None:
     connection.unregister("validation_rows")
 
 
+def _suite_or_problem(use_case: UseCase, asset: str) -> tuple[dict, str | None]:
+    """The suite, or (a stand-in declaring the code's checks, the reason) when it cannot be used:
+    a broken file or dictionary fails this use case's checks, never the loading of the others."""
+    try:
+        return load_suite(use_case, asset), None
+    except SuiteError as error:
+        problem = str(error)
+    except Exception as error:  # the dictionary or code list the suite is built from
+        problem = f"{use_case.data_dictionary_path}: cannot build the {asset} suite from it ({error})"
+    checks = [
+        CheckSpec(c.name, c.description, blocking=c.name != "no_extra_columns").__dict__
+        for c in default_checks(use_case, asset)
+    ]
+    return {"name": f"{use_case.name}.{asset}", "expectations": [], "meta": {"checks": checks}}, problem
+
+
+def _unit_change(connection, use_case: UseCase, frame: pd.DataFrame, load: tuple, passed: bool) -> list:
+    """Unit-change outcomes against the recorded reference; without one, this load becomes the
+    reference if it passed every other blocking check (the first accepted load)."""
+    schema = use_case.name
+    reference = recorded_reference(connection, schema, "stg_customers", SCALE_REFERENCE)
+    if reference is not None:
+        return unit_change_outcomes(reference["values"], frame, use_case.quality.unit_change_tolerance)
+    if passed and not frame.empty:
+        record_reference(
+            connection, schema, "stg_customers", SCALE_REFERENCE, profile_scale_reference(use_case, frame), *load
+        )
+    return []
+
+
 def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
     """The asset checks of one suite, run together (GX is set up once per process, not per check)."""
-    suite = load_suite(use_case.name, asset)
+    suite, problem = _suite_or_problem(use_case, asset)
     schema = use_case.name
     is_raw = asset == "raw_customers"
     specs = [
@@ -124,10 +161,12 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
     @dg.multi_asset_check(
         specs=specs,
         name=f"{schema}__{asset}__expectations",
-        description=f"Great Expectations suite {suite['name']} (quality/suites/{schema}/{asset}.json)",
+        description=f"Great Expectations suite {suite['name']} ({problem or suite_source(use_case, asset)})",
         pool=WAREHOUSE_POOL,
     )
     def expectations_check(context: dg.AssetCheckExecutionContext, warehouse: Warehouse, notifier: Notifier):
+        if problem:
+            raise dg.Failure(description=problem)
         parameters, schema_columns = {}, None
         with warehouse.get_connection() as connection:
             frame = connection.execute(f"select {selected} from {table}").fetchdf()
@@ -142,8 +181,13 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
                     "min_rows": int(previous.row_count * quality.min_row_ratio) if previous is not None else 1,
                     "max_rows": int(previous.row_count * quality.max_row_ratio) if previous is not None else None,
                 }
-            outcomes = validate(frame, suite, parameters=parameters, schema_columns=schema_columns)
-            outcomes += unit_change_outcomes(suite, frame, use_case.quality.unit_change_tolerance)
+            try:
+                outcomes = validate(frame, suite, parameters=parameters, schema_columns=schema_columns)
+            except Exception as error:  # an expectation GX cannot build or run: name the file to fix
+                raise dg.Failure(description=f"{suite_source(use_case, asset)}: suite cannot run: {error}") from error
+            if asset == "stg_customers":
+                passed = all(o.success or o.severity != "critical" for o in outcomes)
+                outcomes += _unit_change(connection, use_case, frame, (load_id, source_file), passed)
             checks = evaluate_checks(suite, outcomes)
             now = datetime.now(UTC).replace(tzinfo=None)
             _record(

@@ -187,6 +187,11 @@ class UseCase(BaseModel):
     source: SourceSpec
     data_dictionary: str = Field(description="CSV with source_column, feature_name, description, ...")
     code_labels: str | None = Field(None, description="CSV with code_list, code, label for coded values")
+    quality_suites: str | None = Field(
+        None,
+        description="Folder of the use case's expectation suite files (default mlops_assets/quality/suites/"
+        "<name>); optional: without files the suites are built from the data dictionary.",
+    )
     feature_mart: str = Field(description="dbt model (alias) holding one row of features per customer")
     target: str
     target_encoding: TargetEncoding | None = Field(
@@ -247,6 +252,12 @@ class UseCase(BaseModel):
     @property
     def data_dictionary_path(self) -> Path:
         return resolve_project_path(self.data_dictionary)
+
+    @property
+    def suite_dir(self) -> Path:
+        if self.quality_suites:
+            return resolve_project_path(self.quality_suites)
+        return USE_CASE_DIR.parent / "quality" / "suites" / self.name
 
     def load_data_dictionary(self) -> pd.DataFrame:
         return pd.read_csv(self.data_dictionary_path)

@@ -1,0 +1,97 @@
+"""Suites that bootstrap, and use cases isolated from each other's broken suite files (issue 11, item 2).
+
+A use case without suite files gets its structural rules from its data dictionary and its
+unit-change reference from its first accepted load; a broken suite file fails only its own use
+case's checks, with a message naming the file. The suite folders are temporary copies
+(`quality_suites` in the use case), never the repo's.
+"""
+
+import json
+import shutil
+
+import dagster as dg
+import duckdb
+import pytest
+from conftest import make_harness
+
+from mlops_assets.quality.expectations import SuiteError, load_suite, structural_suite, suite_path
+from mlops_assets.use_cases import get_use_case
+
+FIRST_LOAD_STEPS = [dg.AssetKey(["caravan", "raw_customers"]), dg.AssetKey(["caravan", "stg_customers"])]
+
+
+def _with_suites(use_case, folder, copy_committed: bool = True):
+    if copy_committed:
+        shutil.copytree(use_case.suite_dir, folder)
+    else:
+        folder.mkdir()
+    return use_case.model_copy(update={"quality_suites": str(folder)})
+
+
+def _check_evaluations(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        e.asset_check_evaluation_data.asset_check_key.to_user_string(): e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def _failure_messages(result) -> str:
+    return "\n".join(e.step_failure_data.error.message for e in result.all_events if e.is_step_failure)
+
+
+def test_a_broken_suite_file_is_named_and_a_missing_one_is_built_from_the_dictionary(tmp_path):
+    caravan = _with_suites(get_use_case("caravan"), tmp_path / "suites")
+    path = suite_path(caravan, "stg_customers")
+    path.write_text(path.read_text()[:500])  # cut off mid-file
+    with pytest.raises(SuiteError, match=str(path)):
+        load_suite(caravan, "stg_customers")
+    path.write_text(json.dumps({"expectations": [{"type": "expect_x", "meta": {"check": "nope"}}], "meta": {}}))
+    with pytest.raises(SuiteError, match="meta.checks"):
+        load_suite(caravan, "stg_customers")
+    path.unlink()
+    assert load_suite(caravan, "stg_customers") == structural_suite(caravan, "stg_customers")
+
+
+def test_without_suite_files_a_use_case_loads_and_runs_while_another_ones_broken_file_fails_alone(tmp_path):
+    """caravan has no suite files at all and loads its first export; swiss_bank's staging suite file
+    is broken: the definitions of both load, caravan runs, swiss_bank's check names the file."""
+    caravan = _with_suites(get_use_case("caravan"), tmp_path / "caravan_suites", copy_committed=False)
+    swiss_bank = _with_suites(get_use_case("swiss_bank"), tmp_path / "swiss_bank_suites")
+    broken = suite_path(swiss_bank, "stg_customers")
+    broken.write_text("{ not json")
+    harness = make_harness(tmp_path / "home", use_cases=(caravan, swiss_bank))
+
+    swiss_check = harness.defs.get_asset_checks_def(
+        dg.AssetCheckKey(dg.AssetKey(["swiss_bank", "stg_customers"]), "types")
+    )
+    assert str(broken) in swiss_check.node_def.description
+
+    job = harness.defs.resolve_job_def("caravan_pipeline")
+    result = job.execute_in_process(instance=harness.instance, asset_selection=FIRST_LOAD_STEPS)
+    assert result.success
+    checks = _check_evaluations(result)
+    assert checks["caravan/stg_customers:valid_values"].passed and checks["caravan/raw_customers:schema"].passed
+    with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
+        recorded = connection.execute(
+            "select count(*) from caravan.validation_results where asset = ?", ["caravan/stg_customers"]
+        ).fetchone()[0]
+        reference = connection.execute("select asset, kind from caravan.quality_reference").fetchall()
+    assert recorded == len(structural_suite(caravan, "stg_customers")["expectations"])
+    assert reference == [("stg_customers", "scale")]  # the first accepted load is the reference
+
+
+def test_a_broken_suite_file_stops_its_use_case_before_the_history_naming_the_file(tmp_path):
+    caravan = _with_suites(get_use_case("caravan"), tmp_path / "suites")
+    broken = suite_path(caravan, "stg_customers")
+    broken.write_text(
+        broken.read_text().replace('"type": "expect_column_values_to_be_between"', '"type": "expect_no_such_thing"', 1)
+    )
+    harness = make_harness(tmp_path / "home", use_cases=(caravan,))
+    job = harness.defs.resolve_job_def("caravan_pipeline")
+    steps = [*FIRST_LOAD_STEPS, dg.AssetKey(["caravan", "int_customer_history"])]
+    result = job.execute_in_process(instance=harness.instance, asset_selection=steps, raise_on_error=False)
+    assert not result.success
+    assert str(broken) in _failure_messages(result) and "expect_no_such_thing" in _failure_messages(result)
+    materialized = {e.asset_key.path[-1] for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
+    assert "stg_customers" in materialized and "int_customer_history" not in materialized
