@@ -417,34 +417,6 @@ def generate_quality_suites(args: argparse.Namespace) -> int:
     return 0
 
 
-def bootstrap_quality_suites(use_case) -> list:
-    """The new use case's Great Expectations suites, from its dictionary and its first export.
-
-    The one place `mlops new-use-case` makes suites (to be replaced by suites that bootstrap
-    themselves): the staging suite's scale reference is the export's numeric columns, typed and
-    named as the generated staging model names them.
-    """
-    import duckdb
-
-    from mlops_assets.onboarding import read_export
-    from mlops_assets.quality.expectations import mart_suite, raw_suite, scores_suite, staged_suite, write_suite
-
-    with duckdb.connect() as connection:
-        read_export(connection, use_case.source_path, use_case.source.delimiter, use_case.source.decimal)
-        export = connection.execute("select * from _export").fetchdf()
-    dictionary = use_case.load_data_dictionary()
-    staged = export.rename(columns=dict(zip(dictionary["source_column"], dictionary["feature_name"], strict=True)))
-    identifiers = dictionary.loc[dictionary["value_type"] == "identifier", "feature_name"].tolist()
-    staged = staged.drop(columns=identifiers).assign(customer_id="", outlier_columns=None, load_id="", loaded_at=None)
-    suites = {
-        "raw_customers": raw_suite(use_case),
-        "stg_customers": staged_suite(use_case, staged, use_case.load_code_labels()),
-        "customer_features": mart_suite(use_case, staged),
-        "customer_scores": scores_suite(use_case),
-    }
-    return [write_suite(use_case.name, asset, suite) for asset, suite in suites.items()]
-
-
 def new_use_case_command(args: argparse.Namespace) -> int:
     """`mlops new-use-case`: profile the export, write the use case, refresh dbt's manifest, check it loads."""
     from mlops_assets.dbt_manifest import ensure_fresh_manifest
@@ -468,8 +440,9 @@ def new_use_case_command(args: argparse.Namespace) -> int:
         print(f"new-use-case: {error}", file=sys.stderr)
         return 1
     try:
+        # No suite files to write: the suites are built from the dictionary until files exist, and the
+        # unit-change reference is recorded from the first accepted load (quality/expectations.py).
         use_case = load_use_case(created.yaml_path)
-        suites = bootstrap_quality_suites(use_case)
         ensure_fresh_manifest()
         from mlops_assets.definitions import build_definitions
 
@@ -482,9 +455,6 @@ def new_use_case_command(args: argparse.Namespace) -> int:
             path.unlink(missing_ok=True)
         for folder in {p.parent for p in [created.dictionary_path, *created.dbt_paths]}:
             shutil.rmtree(folder, ignore_errors=True)
-        from mlops_assets.quality.expectations import SUITE_DIR
-
-        shutil.rmtree(SUITE_DIR / args.name, ignore_errors=True)
         print(f"new-use-case: {args.name} could not be set up, nothing kept: {error}", file=sys.stderr)
         return 1
     profile = created.profile
@@ -495,7 +465,7 @@ def new_use_case_command(args: argparse.Namespace) -> int:
         f"({profile.format}{read_as}); "
         f"target {use_case.target} = 1 for {'/'.join(created.positive)}, {len(use_case.features)} features."
     )
-    for path in [created.yaml_path, created.dictionary_path, *created.dbt_paths, *suites]:
+    for path in [created.yaml_path, created.dictionary_path, *created.dbt_paths]:
         print(f"  wrote {path.relative_to(PROJECT_ROOT) if path.is_relative_to(PROJECT_ROOT) else path}")
     print(f"Review {created.yaml_path.relative_to(PROJECT_ROOT)} (features, sensitive attributes), then run:")
     print(f"  mlops run --use-case {use_case.name}")

@@ -2,7 +2,7 @@
 then `mlops run` (and `mlops batch`), nothing written by hand.
 
 The commands run in subprocesses on a copy of the project (they write the use case's YAML, data
-dictionary, dbt files and suites into the project), with their own MLOPS_HOME and Dagster instance.
+dictionary and dbt files into the project), with their own MLOPS_HOME and Dagster instance.
 One copy is shared by the tests of this module: ISLP's Default (bundled, data/islp_default/) and a
 semicolon export with decimal commas derived from it.
 """
@@ -75,6 +75,8 @@ def test_default_onboarded_with_two_commands_publishes_calibrated_scores(project
     staging = root / "dbt_project" / "models" / "staging" / "credit_default" / "stg_credit_default__customers.sql"
     assert "{{ staged_customers('credit_default') }}" in staging.read_text()
     assert "credit_default" not in (root / "dbt_project" / "dbt_project.yml").read_text()
+    # No suite files: the suites bootstrap from the data dictionary (and the first accepted load).
+    assert not (root / "mlops_assets" / "quality" / "suites" / "credit_default").exists()
 
     again = mlops(project, "new-use-case", "credit_default", "--from", str(DEFAULT_CSV), "--target", "default")
     assert again.returncode == 1 and "exists already" in again.stderr
@@ -83,6 +85,11 @@ def test_default_onboarded_with_two_commands_publishes_calibrated_scores(project
     assert run.returncode == 0, run.stdout + run.stderr
     summary = json.loads(run.stdout)
     assert summary["champion"] and summary["published"]
+    with duckdb.connect(str(project["home"] / "warehouse.duckdb"), read_only=True) as connection:
+        validated = connection.execute(
+            "select count(distinct asset), bool_and(success) from credit_default.validation_results"
+        ).fetchall()[0]
+    assert validated[0] >= 3 and validated[1]  # raw, staged, mart (and scores) suites ran and passed
     scores = published_scores(project, "credit_default")
     base_rate = (pd.read_csv(DEFAULT_CSV)["default"] == "Yes").mean()
     assert len(scores) == 10_000 and scores["score"].between(0, 1).all()
