@@ -185,3 +185,46 @@ def test_semicolon_export_with_decimal_commas_then_a_batch_and_outcomes_in_the_s
     assert listed.returncode == 0, listed.stderr
     for name in ("caravan_pipeline", "swiss_bank_pipeline", "credit_default_pipeline", "kredit_pipeline"):
         assert name in listed.stdout
+
+
+def test_profile_of_a_parquet_export_with_time_sensitive_and_declared_positive_value(tmp_path):
+    """The files `new-use-case` writes, without running anything (a bare project folder)."""
+    root = tmp_path / "bare"
+    (root / "mlops_assets" / "use_cases").mkdir(parents=True)
+    frame = pd.DataFrame(
+        {
+            "KundenNr": [f"K{i}" for i in range(300)],
+            "Campaign Date": pd.date_range("2026-01-01", periods=300, freq="D").date,
+            "Age": [20 + i % 60 for i in range(300)],
+            "Region": [["north", "south", "east"][i % 3] for i in range(300)],
+            "Outcome": [["accepted", "declined"][i % 4 == 0] for i in range(300)],
+            "Notes": [f"free text {i}" for i in range(300)],
+        }
+    )
+    export = tmp_path / "campaign.parquet"
+    frame.to_parquet(export)
+    created = new_use_case(
+        "campaign",
+        export,
+        "Outcome",
+        id_column="KundenNr",
+        time_column="Campaign Date",
+        positive=["accepted"],
+        sensitive=["Age"],
+        project_root=root,
+    )
+    definition = yaml.safe_load(created.yaml_path.read_text())
+    assert definition["source"]["format"] == "parquet" and definition["source"]["id_column"] == "KundenNr"
+    assert definition["target"] == "outcome" and definition["target_encoding"] == {
+        "positive": ["accepted"],
+        "negative": ["declined"],
+    }
+    assert definition["time"]["order"] == "column" and definition["time"]["column"] == "campaign_date"
+    assert definition["sensitive_attributes"] == ["age"]
+    assert [f["name"] for f in definition["features"]] == ["age", "region"]  # not the id, time, notes
+    assert "Not used as features (free text" in created.yaml_path.read_text()
+    dictionary = pd.read_csv(created.dictionary_path).set_index("source_column")
+    assert dictionary.loc["Region", "allowed_values"] == "east|north|south"
+    assert dictionary.loc["Age", "min_value"] == 0 and "observed 20 to 79" in dictionary.loc["Age", "description"]
+    assert dictionary.loc["KundenNr", "value_type"] == "identifier"
+    assert dictionary.loc["Campaign Date", "description"] == "Campaign date"
