@@ -143,3 +143,26 @@ def test_a_staged_value_outside_the_dictionary_fails_its_dbt_test_naming_column_
     assert failed == [("avg_age_class", "dbt:dictionary_valid_values:range", 3, json.dumps(sorted(ids)), source_file)]
     assert len(alert) == 1 and "avg_age_class" in alert[0][0]
     assert history_after == history_before  # stopped before the customer history
+
+
+def test_every_use_case_stages_its_dictionary_rules_as_dbt_tests_with_its_own_limits():
+    """The dictionary tests are attached to each use case's staging model, with the YAML's
+    quality.max_null_share (a generator writing the dbt YAML must keep them in step)."""
+    from mlops_assets.defs.resources import dbt_project
+    from mlops_assets.use_cases import all_use_cases
+
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    for use_case in all_use_cases():
+        tests = {
+            node["test_metadata"]["name"]: node
+            for node in manifest["nodes"].values()
+            if node["resource_type"] == "test"
+            and node.get("test_metadata")
+            and manifest["nodes"].get(node.get("attached_node") or "", {}).get("alias") == "stg_customers"
+            and manifest["nodes"][node["attached_node"]]["schema"] == use_case.name
+        }
+        rules = {"dictionary_columns", "dictionary_types", "dictionary_completeness", "dictionary_valid_values"}
+        assert rules <= tests.keys(), use_case.name
+        completeness = tests["dictionary_completeness"]["test_metadata"]["kwargs"]
+        assert float(completeness.get("max_null_share", 0.0)) == use_case.quality.max_null_share
+        assert all(tests[rule]["config"]["store_failures"] for rule in rules)
