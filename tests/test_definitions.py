@@ -44,8 +44,9 @@ def test_dbt_tests_and_python_gates_are_asset_checks():
     for check in [
         "raw_customers:row_count_vs_previous_load",
         "raw_customers:quarantine_share",
-        "stg_customers:valid_values",
-        "stg_customers:unit_change",
+        "stg_customers:caravan_stg_valid_values",  # dbt (the data dictionary's rules)
+        "stg_customers:caravan_stg_completeness",
+        "stg_customers:unit_change",  # profiled from the first accepted load
         "customer_features:target_has_both_classes",
         "customer_scores:valid_scores",
     ]:

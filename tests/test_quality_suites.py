@@ -12,12 +12,15 @@ import shutil
 import dagster as dg
 import duckdb
 import pytest
-from conftest import make_harness
+from conftest import copy_of_first_run, make_harness
 
 from mlops_assets.quality.expectations import SuiteError, load_suite, structural_suite, suite_path
 from mlops_assets.use_cases import get_use_case
 
-FIRST_LOAD_STEPS = [dg.AssetKey(["caravan", "raw_customers"]), dg.AssetKey(["caravan", "stg_customers"])]
+# The first load up to the staging checks: raw table, dictionary seeds, staging view and their checks.
+FIRST_LOAD_STEPS = [
+    dg.AssetKey(["caravan", name]) for name in ("raw_customers", "data_dictionary", "code_labels", "stg_customers")
+]
 
 
 def _with_suites(use_case, folder, copy_committed: bool = True):
@@ -42,15 +45,15 @@ def _failure_messages(result) -> str:
 
 def test_a_broken_suite_file_is_named_and_a_missing_one_is_built_from_the_dictionary(tmp_path):
     caravan = _with_suites(get_use_case("caravan"), tmp_path / "suites")
-    path = suite_path(caravan, "stg_customers")
+    path = suite_path(caravan, "customer_features")
     path.write_text(path.read_text()[:500])  # cut off mid-file
     with pytest.raises(SuiteError, match=str(path)):
-        load_suite(caravan, "stg_customers")
+        load_suite(caravan, "customer_features")
     path.write_text(json.dumps({"expectations": [{"type": "expect_x", "meta": {"check": "nope"}}], "meta": {}}))
     with pytest.raises(SuiteError, match="meta.checks"):
-        load_suite(caravan, "stg_customers")
+        load_suite(caravan, "customer_features")
     path.unlink()
-    assert load_suite(caravan, "stg_customers") == structural_suite(caravan, "stg_customers")
+    assert load_suite(caravan, "customer_features") == structural_suite(caravan, "customer_features")
 
 
 def test_without_suite_files_a_use_case_loads_and_runs_while_another_ones_broken_file_fails_alone(tmp_path):
@@ -63,7 +66,7 @@ def test_without_suite_files_a_use_case_loads_and_runs_while_another_ones_broken
     harness = make_harness(tmp_path / "home", use_cases=(caravan, swiss_bank))
 
     swiss_check = harness.defs.get_asset_checks_def(
-        dg.AssetCheckKey(dg.AssetKey(["swiss_bank", "stg_customers"]), "types")
+        dg.AssetCheckKey(dg.AssetKey(["swiss_bank", "stg_customers"]), "unit_change")
     )
     assert str(broken) in swiss_check.node_def.description
 
@@ -71,21 +74,27 @@ def test_without_suite_files_a_use_case_loads_and_runs_while_another_ones_broken
     result = job.execute_in_process(instance=harness.instance, asset_selection=FIRST_LOAD_STEPS)
     assert result.success
     checks = _check_evaluations(result)
-    assert checks["caravan/stg_customers:valid_values"].passed and checks["caravan/raw_customers:schema"].passed
+    # Structural rules from the dictionary: GX on the raw table, dbt tests on the staging view.
+    assert (
+        checks["caravan/raw_customers:schema"].passed
+        and checks["caravan/stg_customers:caravan_stg_valid_values"].passed
+    )
     with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
         recorded = connection.execute(
-            "select count(*) from caravan.validation_results where asset = ?", ["caravan/stg_customers"]
-        ).fetchone()[0]
+            "select expectation, success from caravan.validation_results where asset = ?", ["caravan/stg_customers"]
+        ).fetchall()
         reference = connection.execute("select asset, kind from caravan.quality_reference").fetchall()
-    assert recorded == len(structural_suite(caravan, "stg_customers")["expectations"])
+    assert ("dbt:dictionary_valid_values", True) in recorded and all(success for _, success in recorded)
     assert reference == [("stg_customers", "scale")]  # the first accepted load is the reference
 
 
 def test_a_broken_suite_file_stops_its_use_case_before_the_history_naming_the_file(tmp_path):
     caravan = _with_suites(get_use_case("caravan"), tmp_path / "suites")
-    broken = suite_path(caravan, "stg_customers")
+    broken = suite_path(caravan, "raw_customers")
     broken.write_text(
-        broken.read_text().replace('"type": "expect_column_values_to_be_between"', '"type": "expect_no_such_thing"', 1)
+        broken.read_text().replace(
+            '"type": "expect_table_row_count_to_be_between"', '"type": "expect_no_such_thing"', 1
+        )
     )
     harness = make_harness(tmp_path / "home", use_cases=(caravan,))
     job = harness.defs.resolve_job_def("caravan_pipeline")
@@ -94,4 +103,66 @@ def test_a_broken_suite_file_stops_its_use_case_before_the_history_naming_the_fi
     assert not result.success
     assert str(broken) in _failure_messages(result) and "expect_no_such_thing" in _failure_messages(result)
     materialized = {e.asset_key.path[-1] for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"}
-    assert "stg_customers" in materialized and "int_customer_history" not in materialized
+    assert "raw_customers" in materialized and "int_customer_history" not in materialized
+
+
+def test_a_staged_value_outside_the_dictionary_fails_its_dbt_test_naming_column_rule_and_ids(
+    tmp_path, completed_pipeline
+):
+    """The staging step's dbt test of the dictionary's ranges fails on values ingestion never saw
+    (the raw table edited in place, as a changed dictionary or a staging bug would leave it): the
+    load stops before the history, and the check, the alert and validation_results name the file,
+    the column, the rule and the customers."""
+    platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
+    with duckdb.connect(str(platform.settings.duckdb_path)) as connection:
+        ids = [
+            r[0]
+            for r in connection.execute("select customer_id from caravan.raw_customers order by 1 limit 3").fetchall()
+        ]
+        connection.execute("update caravan.raw_customers set MGEMLEEF = '7' where customer_id in (?, ?, ?)", ids)
+        source_file = connection.execute("select any_value(_source_file) from caravan.raw_customers").fetchone()[0]
+        history_before = connection.execute("select count(*) from caravan.int_customer_history").fetchone()[0]
+    steps = [dg.AssetKey(["caravan", name]) for name in ("stg_customers", "int_customer_history")]
+    job = platform.defs.resolve_job_def("caravan_pipeline")
+    result = job.execute_in_process(instance=platform.instance, asset_selection=steps, raise_on_error=False)
+
+    assert not result.success
+    check = _check_evaluations(result)["caravan/stg_customers:caravan_stg_valid_values"]
+    assert not check.passed
+    for fragment in (source_file, "avg_age_class", "range", "1.0..6.0", ", ".join(sorted(ids)), "values 7"):
+        assert fragment in check.description, (fragment, check.description)
+    assert "avg_age_class" in check.metadata["failing_rows"].value
+    assert _check_evaluations(result)["caravan/stg_customers:caravan_stg_completeness"].passed
+    with duckdb.connect(str(platform.settings.duckdb_path), read_only=True) as connection:
+        failed = connection.execute(
+            "select column_name, expectation, unexpected_count, unexpected_sample, source_file "
+            "from caravan.validation_results where not success"
+        ).fetchall()
+        alert = connection.execute("select message from caravan.alerts where kind = 'data_quality'").fetchall()
+        history_after = connection.execute("select count(*) from caravan.int_customer_history").fetchone()[0]
+    assert failed == [("avg_age_class", "dbt:dictionary_valid_values:range", 3, json.dumps(sorted(ids)), source_file)]
+    assert len(alert) == 1 and "avg_age_class" in alert[0][0]
+    assert history_after == history_before  # stopped before the customer history
+
+
+def test_every_use_case_stages_its_dictionary_rules_as_dbt_tests_with_its_own_limits():
+    """The dictionary tests are attached to each use case's staging model, with the YAML's
+    quality.max_null_share (a generator writing the dbt YAML must keep them in step)."""
+    from mlops_assets.defs.resources import dbt_project
+    from mlops_assets.use_cases import all_use_cases
+
+    manifest = json.loads(dbt_project.manifest_path.read_text())
+    for use_case in all_use_cases():
+        tests = {
+            node["test_metadata"]["name"]: node
+            for node in manifest["nodes"].values()
+            if node["resource_type"] == "test"
+            and node.get("test_metadata")
+            and manifest["nodes"].get(node.get("attached_node") or "", {}).get("alias") == "stg_customers"
+            and manifest["nodes"][node["attached_node"]]["schema"] == use_case.name
+        }
+        rules = {"dictionary_columns", "dictionary_types", "dictionary_completeness", "dictionary_valid_values"}
+        assert rules <= tests.keys(), use_case.name
+        completeness = tests["dictionary_completeness"]["test_metadata"]["kwargs"]
+        assert float(completeness.get("max_null_share", 0.0)) == use_case.quality.max_null_share
+        assert all(tests[rule]["config"]["store_failures"] for rule in rules)

@@ -14,8 +14,10 @@ from dagster_dbt import DagsterDbtTranslator, dbt_assets
 
 from mlops_assets.dbt_manifest import ensure_fresh_manifest
 from mlops_assets.defs.dbt_in_process import DbtProjectConfig, asset_events, discard_artefacts
+from mlops_assets.defs.dbt_quality import with_failing_rows
 from mlops_assets.defs.io_managers import Warehouse, table_metadata
-from mlops_assets.defs.resources import WAREHOUSE_POOL, dbt_project
+from mlops_assets.defs.quality import record_validation_rows
+from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier, dbt_project
 
 
 class UseCaseDbtTranslator(DagsterDbtTranslator):
@@ -39,19 +41,29 @@ def _build_dbt_step(name: str, select: str, description: str) -> dg.AssetsDefini
         dagster_dbt_translator=UseCaseDbtTranslator(),
         pool=WAREHOUSE_POOL,
     )
-    def dbt_step(context: dg.AssetExecutionContext, dbt: DbtProjectConfig, warehouse: Warehouse):
+    def dbt_step(context: dg.AssetExecutionContext, dbt: DbtProjectConfig, warehouse: Warehouse, notifier: Notifier):
         # dbt's parse state and the folders of failed builds live next to the warehouse.
         state = Path(warehouse.database).parent / "dbt_state"
         state.mkdir(exist_ok=True)
         build = dbt.build(context, warehouse.database, state)
-        # Row counts and column types are read once dbt has released the warehouse.
+
+        # Row counts, column types and failing test rows are read once dbt has released the warehouse.
         with warehouse.get_connection() as connection:
-            for event in asset_events(context, build):
+
+            def alert(key: dg.AssetKey, node: dict, message: str) -> None:
+                details = {"check": node["name"], "engine": "dbt"}
+                notifier.notify(context, key.path[0], "data_quality", message, details, "error", connection)
+
+            for event, rows in with_failing_rows(
+                asset_events(context, build), build.params.manifest, connection, alert
+            ):
                 if isinstance(event, dg.Output):
                     key = context.asset_key_for_output(event.output_name)
                     descriptions = _column_descriptions(context.assets_def.specs_by_key[key])
                     metadata = table_metadata(connection, ".".join(key.path), descriptions=descriptions)
                     event = event.with_metadata({**event.metadata, **metadata})
+                for schema in {row["asset"].split("/")[0] for row in rows}:
+                    record_validation_rows(connection, schema, [{"run_id": context.run.run_id, **r} for r in rows])
                 yield event
         if not build.succeeded:
             raise dg.Failure(

@@ -28,13 +28,11 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.quality.scale import EXPECTATION as SCALE_EXPECTATION
-from mlops_assets.quality.scale import scale_reference, unit_change_results
+from mlops_assets.quality.scale import table_quartiles, table_scale_reference, unit_change_results
 
 SUITE_DIR = Path(__file__).parent / "suites"
 SCALE_REFERENCE = "scale"  # kind of the unit-change reference in quality_reference
 CRITICAL, WARNING = "critical", "warning"
-INTEGER_TYPES = ["int8", "int16", "int32", "int64", "Int8", "Int16", "Int32", "Int64"]
-NUMBER_TYPES = [*INTEGER_TYPES, "float32", "float64", "Float64"]
 # Load bookkeeping columns that ingestion adds to the raw table.
 RAW_LOAD_COLUMNS = [
     "_load_id",
@@ -141,46 +139,6 @@ def raw_suite(use_case) -> dict:
     return _suite(f"{use_case.name}.raw_customers", expectations, checks)
 
 
-def _value_expectations(dictionary: pd.DataFrame, code_labels: pd.DataFrame | None) -> list[dict]:
-    expectations = []
-    for row in dictionary.itertuples(index=False):
-        column = row.feature_name
-        codes = (
-            code_labels.loc[code_labels["code_list"] == row.code_list, "code"].tolist()
-            if code_labels is not None and isinstance(row.code_list, str) and row.code_list
-            else []
-        )
-        if row.value_type == "categorical" and codes:
-            expectations.append(
-                _expectation("ExpectColumnValuesToBeInSet", "valid_values", column=column, value_set=sorted(codes))
-            )
-        elif not (pd.isna(row.min_value) and pd.isna(row.max_value)):
-            expectations.append(
-                _expectation(
-                    "ExpectColumnValuesToBeBetween",
-                    "valid_values",
-                    column=column,
-                    min_value=None if pd.isna(row.min_value) else float(row.min_value),
-                    max_value=None if pd.isna(row.max_value) else float(row.max_value),
-                )
-            )
-        if row.value_type == "target":
-            # Typed data carries the target as 1 (bought) / 0 (did not) / null (not known yet).
-            expectations.append(
-                _expectation("ExpectColumnValuesToBeInSet", "valid_values", column=column, value_set=[0, 1])
-            )
-        elif isinstance(row.allowed_values, str) and row.allowed_values and row.data_type == "string":
-            expectations.append(
-                _expectation(
-                    "ExpectColumnValuesToBeInSet",
-                    "valid_values",
-                    column=column,
-                    value_set=row.allowed_values.split("|"),
-                )
-            )
-    return expectations
-
-
 UNIT_CHANGE = CheckSpec(
     "unit_change",
     "No numeric column's scale jumped by a power of ten while its shape stayed (quartiles all x10^k of "
@@ -189,57 +147,22 @@ UNIT_CHANGE = CheckSpec(
 )
 
 
-STAGED_CHECKS = [
-    CheckSpec("schema", "Every column of the data dictionary is present."),
-    CheckSpec("types", "Feature columns hold numbers of the dictionary's data type."),
-    CheckSpec("completeness", "No missing values in feature columns."),
-    CheckSpec("unique_customer_id", "One row per customer id, none missing."),
-    CheckSpec("valid_values", "Values within the data dictionary's ranges and code lists."),
-    UNIT_CHANGE,
-]
+STAGED_CHECKS = [UNIT_CHANGE]
 
 
-def staged_suite(use_case, code_labels: pd.DataFrame | None = None) -> dict:
-    """The latest load, typed and usable: columns and types, completeness, unique ids, valid values,
-    unit changes. Blocking: a load failing them never reaches the customer history.
+def staged_suite(use_case) -> dict:
+    """The latest load, typed and usable. Its structural rules (schema, types, completeness, valid
+    values from the data dictionary; unique, non-null ids; a valid target) are dbt tests on the
+    staging model (dbt_project/tests/generic/dictionary_rules.sql), run in the staging step. What
+    stays here is profiled: `unit_change` against the reference recorded from the first accepted
+    load (quality/reference.py, quality/scale.py). Blocking: a load failing it never reaches the
+    customer history.
 
     Distributions moving within valid values are not judged here (that is drift, see ml/drift.py):
     macro indicators recorded with every customer move together in a new economic regime, and such
-    a batch must reach the history so that a retrain can learn from it. The unit-change reference
-    is not part of the suite: it is profiled from the first accepted load (quality/reference.py).
+    a batch must reach the history so that a retrain can learn from it.
     """
-    features = _dictionary_features(use_case)
-    checks = STAGED_CHECKS
-    dictionary = use_case.load_data_dictionary()
-    staged_columns = [
-        "customer_id",
-        *dictionary.loc[dictionary["value_type"] != "identifier", "feature_name"],
-        "outlier_columns",
-        "load_id",
-        "loaded_at",
-    ]
-    expectations = [
-        # Every column the dictionary names (staging may add derived ones, e.g. an age band).
-        _expectation("ExpectTableColumnsToMatchSet", "schema", column_set=staged_columns, exact_match=False),
-        _expectation("ExpectColumnValuesToBeUnique", "unique_customer_id", column="customer_id"),
-        _expectation("ExpectColumnValuesToNotBeNull", "unique_customer_id", column="customer_id"),
-    ]
-    for row in features.itertuples(index=False):
-        types = INTEGER_TYPES if row.data_type == "integer" else NUMBER_TYPES
-        if row.data_type in ("integer", "float"):
-            expectations.append(
-                _expectation("ExpectColumnValuesToBeInTypeList", "types", column=row.feature_name, type_list=types)
-            )
-        expectations.append(
-            _expectation(
-                "ExpectColumnValuesToNotBeNull",
-                "completeness",
-                column=row.feature_name,
-                mostly=1 - use_case.quality.max_null_share,
-            )
-        )
-    expectations += _value_expectations(dictionary[dictionary["value_type"] != "identifier"], code_labels)
-    return _suite(f"{use_case.name}.stg_customers", expectations, checks)
+    return _suite(f"{use_case.name}.stg_customers", [], STAGED_CHECKS)
 
 
 def numeric_features(use_case) -> list[str]:
@@ -248,22 +171,23 @@ def numeric_features(use_case) -> list[str]:
     return [row.feature_name for row in features.itertuples() if row.data_type in ("integer", "float")]
 
 
-def profile_scale_reference(use_case, staged: pd.DataFrame) -> dict[str, list[float]]:
-    """The unit-change reference of an accepted load (quality/scale.py)."""
-    return scale_reference(staged, [c for c in numeric_features(use_case) if c in staged.columns])
+def profile_scale_reference(use_case, connection, table: str) -> dict[str, list[float]]:
+    """The unit-change reference of an accepted load (quality/scale.py), computed in DuckDB."""
+    columns = {r[0] for r in connection.execute(f"describe {table}").fetchall()}
+    return table_scale_reference(connection, table, [c for c in numeric_features(use_case) if c in columns])
 
 
 MART_CHECKS = [
     CheckSpec("schema", "Every model feature and the target are present."),
     CheckSpec("completeness", "No missing values in model features."),
-    CheckSpec("unique_customer_id", "One row per customer id, none missing."),
     CheckSpec("target_has_both_classes", "Labelled customers include buyers and non-buyers."),
 ]
 
 
 def mart_suite(use_case) -> dict:
-    """The feature mart models train on and score from: features present and complete, unique ids,
-    labelled customers of both classes. Blocking for training and scoring."""
+    """The feature mart models train on and score from: features present and complete, labelled
+    customers of both classes (unique, non-null ids are dbt tests on the mart). Blocking for
+    training and scoring."""
     quality = use_case.quality
     features = [f.name for f in use_case.features]
     checks = MART_CHECKS
@@ -274,8 +198,6 @@ def mart_suite(use_case) -> dict:
             column_set=["customer_id", *features, use_case.target, "load_id"],
             exact_match=False,
         ),
-        _expectation("ExpectColumnValuesToBeUnique", "unique_customer_id", column="customer_id"),
-        _expectation("ExpectColumnValuesToNotBeNull", "unique_customer_id", column="customer_id"),
         _expectation(
             "ExpectColumnDistinctValuesToContainSet",
             "target_has_both_classes",
@@ -527,10 +449,12 @@ def validate(
 
 
 def unit_change_outcomes(
-    reference: dict[str, list[float]], frame: pd.DataFrame, tolerance: float
+    reference: dict[str, list[float]], connection, table: str, tolerance: float
 ) -> list[ExpectationOutcome]:
-    """The unit-change rule (quality/scale.py) against the recorded reference, as expectation
-    outcomes of the check `unit_change`."""
+    """The unit-change rule (quality/scale.py) of `table` against the recorded reference, as
+    expectation outcomes of the check `unit_change`; quartiles computed in DuckDB."""
+    columns = {r[0] for r in connection.execute(f"describe {table}").fetchall()}
+    current = table_quartiles(connection, table, [c for c in reference if c in columns])
     return [
         ExpectationOutcome(
             check=UNIT_CHANGE.name,
@@ -541,7 +465,7 @@ def unit_change_outcomes(
             observed_value=observed,
             threshold=expected,
         )
-        for column, passed, observed, expected in unit_change_results(reference, frame, tolerance)
+        for column, passed, observed, expected in unit_change_results(reference, current, tolerance)
     ]
 
 
@@ -596,7 +520,7 @@ def structural_suite(use_case, asset: str) -> dict:
     if asset == "raw_customers":
         return raw_suite(use_case)
     if asset == "stg_customers":
-        return staged_suite(use_case, use_case.load_code_labels())
+        return staged_suite(use_case)
     if asset == "customer_features":
         return mart_suite(use_case)
     if asset == "customer_scores":

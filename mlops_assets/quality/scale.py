@@ -18,26 +18,51 @@ QUANTILES = (0.25, 0.5, 0.75)
 EXPECTATION = "expect_column_scale_to_match_reference"
 
 
+def _reference_of(quartiles: dict[str, list[float] | None]) -> dict[str, list[float]]:
+    """Columns whose quartiles are all positive (a ratio of scales is not defined for the others)."""
+    return {
+        name: [round(float(q), 6) for q in values]
+        for name, values in quartiles.items()
+        if values is not None and all(q > 0 for q in values)
+    }
+
+
 def scale_reference(frame: pd.DataFrame, columns: list[str]) -> dict[str, list[float]]:
     """Per numeric column, the quartiles and median of the reference data (columns whose quartiles
-    are not all positive are left out: a ratio of scales is not defined for them)."""
-    reference = {}
+    are not all positive are left out)."""
+    quartiles = {}
     for name in columns:
         values = pd.to_numeric(frame[name], errors="coerce").astype(float).dropna()
-        if values.empty:
-            continue
-        quantiles = [float(q) for q in np.quantile(values, QUANTILES)]
-        if all(q > 0 for q in quantiles):
-            reference[name] = [round(q, 6) for q in quantiles]
-    return reference
+        quartiles[name] = None if values.empty else [float(q) for q in np.quantile(values, QUANTILES)]
+    return _reference_of(quartiles)
+
+
+def table_quartiles(connection, table: str, columns: list[str]) -> dict[str, list[float] | None]:
+    """The same quartiles computed in DuckDB (`quantile_cont` interpolates linearly, as np.quantile),
+    without copying the table into pandas: one scan for every column."""
+    if not columns:
+        return {}
+    quantiles = ", ".join(str(q) for q in QUANTILES)
+    select = ", ".join(f'quantile_cont(try_cast("{c}" as double), [{quantiles}])' for c in columns)
+    row = connection.execute(f"select {select} from {table}").fetchall()[0]
+    return dict(zip(columns, row, strict=True))
+
+
+def table_scale_reference(connection, table: str, columns: list[str]) -> dict[str, list[float]]:
+    return _reference_of(table_quartiles(connection, table, columns))
 
 
 def scale_jump(reference: list[float], values: pd.Series, tolerance: float) -> tuple[int, str]:
     """(k, observed): k != 0 when the column looks multiplied by 10^k; observed describes the ratios."""
     values = pd.to_numeric(values, errors="coerce").astype(float).dropna()
-    if values.empty:
+    return quartile_jump(reference, None if values.empty else list(np.quantile(values, QUANTILES)), tolerance)
+
+
+def quartile_jump(reference: list[float], quartiles: list[float] | None, tolerance: float) -> tuple[int, str]:
+    """scale_jump from the batch's quartiles."""
+    if quartiles is None:
         return 0, "no values"
-    current = np.quantile(values, QUANTILES)
+    current = np.asarray(quartiles, dtype=float)
     if not (current > 0).all():
         return 0, "quartiles not all positive"
     exponents = np.log10(current / np.asarray(reference))
@@ -49,14 +74,15 @@ def scale_jump(reference: list[float], values: pd.Series, tolerance: float) -> t
 
 
 def unit_change_results(
-    reference: dict[str, list[float]], frame: pd.DataFrame, tolerance: float
+    reference: dict[str, list[float]], current: dict[str, list[float] | None], tolerance: float
 ) -> list[tuple[str, bool, str, str]]:
-    """(column, passed, observed, expected) per referenced column present in the frame."""
+    """(column, passed, observed, expected) per referenced column with current quartiles
+    (`table_quartiles` of the batch)."""
     results = []
     for name, quartiles in reference.items():
-        if name not in frame.columns:
+        if name not in current:
             continue
-        k, observed = scale_jump(quartiles, frame[name], tolerance)
+        k, observed = quartile_jump(quartiles, current[name], tolerance)
         expected = f"quartiles not all x10^k of the reference {quartiles} (k != 0, tolerance {tolerance} log10)"
         if k:
             observed = f"scale x{10.0**k:g} ({observed})"

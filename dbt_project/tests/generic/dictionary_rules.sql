@@ -1,0 +1,135 @@
+{#-
+Structural rules of a staging model from its use case's data dictionary (seeds/<use case>/
+<use case>_data_dictionary.csv): one query per rule family, each returning one row per failing
+(column, rule) with the failing count and sample customer ids, so that a failure names what to fix.
+Attached per staging model in its YAML (see models/<use case>/staging/); with `store_failures` the
+failing rows are kept in the warehouse and shown in the Dagster check (mlops_assets/defs/dbt_quality.py).
+The identifier and the target are owned by `unique`/`not_null`/`accepted_values` on the model.
+-#}
+
+
+{#- Every dictionary column is in the model (staging may add derived ones). -#}
+{% test dictionary_columns(model, dictionary) %}
+with model_columns as ({{ dictionary_rules_model_columns(model) }})
+select
+    d.feature_name as column_name,
+    'schema' as rule,
+    'a column of ' || '{{ model.identifier }}' as expected,
+    1::bigint as unexpected_count,
+    null::bigint as element_count,
+    '' as sample_values,
+    '' as sample_ids
+from {{ dictionary }} as d
+where d.value_type <> 'identifier'
+  and d.feature_name not in (select column_name from model_columns)
+{% endtest %}
+
+
+{#- Features the dictionary declares integer or float hold numbers of that type. -#}
+{% test dictionary_types(model, dictionary) %}
+with model_columns as ({{ dictionary_rules_model_columns(model) }}),
+integer_types as (
+    select unnest(['TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'HUGEINT',
+                   'UTINYINT', 'USMALLINT', 'UINTEGER', 'UBIGINT']) as data_type
+)
+select
+    d.feature_name as column_name,
+    'types' as rule,
+    d.data_type as expected,
+    1::bigint as unexpected_count,
+    null::bigint as element_count,
+    c.data_type as sample_values,
+    '' as sample_ids
+from {{ dictionary }} as d
+join model_columns as c on c.column_name = d.feature_name
+where d.value_type not in ('identifier', 'target')
+  and d.data_type in ('integer', 'float')
+  and not (
+      c.data_type in (select data_type from integer_types)
+      or (d.data_type = 'float' and (c.data_type in ('FLOAT', 'DOUBLE') or c.data_type like 'DECIMAL%'))
+  )
+{% endtest %}
+
+
+{#- At most `max_null_share` missing values per feature column (the use case's quality.max_null_share). -#}
+{% test dictionary_completeness(model, dictionary, max_null_share=0.0, id_column='customer_id') %}
+with features as (
+    select feature_name from {{ dictionary }} where value_type not in ('identifier', 'target')
+),
+cells as ({{ dictionary_rules_cells(model, id_column) }})
+select
+    cells.column_name,
+    'completeness' as rule,
+    'at most {{ max_null_share }} missing' as expected,
+    count(*) filter (where value is null) as unexpected_count,
+    count(*) as element_count,
+    '' as sample_values,
+    array_to_string(list_slice(list(_id order by _id) filter (where value is null), 1, 5), ', ') as sample_ids
+from cells
+join features on features.feature_name = cells.column_name
+group by cells.column_name
+having count(*) filter (where value is null) > {{ max_null_share }} * count(*)
+{% endtest %}
+
+
+{#- Values in the dictionary's code list (with `code_labels`), else its range, else its allowed values. -#}
+{% test dictionary_valid_values(model, dictionary, code_labels=none, id_column='customer_id') %}
+with codes as (
+    {% if code_labels %}
+    select code_list, list(cast(code as varchar)) as codes from {{ code_labels }} group by code_list
+    {% else %}
+    select null::varchar as code_list, null::varchar[] as codes where false
+    {% endif %}
+),
+rules as (
+    select
+        d.feature_name,
+        case
+            when d.value_type = 'categorical' and c.codes is not null then 'code_list'
+            when d.min_value is not null or d.max_value is not null then 'range'
+            when d.allowed_values is not null and d.data_type = 'string' then 'allowed_values'
+        end as rule,
+        c.codes,
+        cast(d.min_value as double) as min_value,
+        cast(d.max_value as double) as max_value,
+        string_split(cast(d.allowed_values as varchar), '|') as allowed
+    from {{ dictionary }} as d
+    left join codes as c on c.code_list = d.code_list
+    where d.value_type not in ('identifier', 'target')
+),
+cells as ({{ dictionary_rules_cells(model, id_column) }}),
+judged as (
+    select
+        cells.column_name,
+        rules.rule,
+        case rules.rule
+            when 'code_list' then 'code list ' || array_to_string(rules.codes, '|')
+            when 'range' then coalesce(cast(rules.min_value as varchar), '') || '..' || coalesce(cast(rules.max_value as varchar), '')
+            else array_to_string(rules.allowed, '|')
+        end as expected,
+        cells._id,
+        cells.value,
+        case rules.rule
+            when 'code_list' then list_contains(rules.codes, cells.value)
+            when 'range' then coalesce(
+                try_cast(cells.value as double) between coalesce(rules.min_value, '-inf'::double)
+                                                     and coalesce(rules.max_value, 'inf'::double),
+                false)
+            else list_contains(rules.allowed, cells.value)
+        end as valid
+    from cells
+    join rules on rules.feature_name = cells.column_name
+    where rules.rule is not null and cells.value is not null
+)
+select
+    column_name,
+    rule,
+    any_value(expected) as expected,
+    count(*) filter (where not valid) as unexpected_count,
+    count(*) as element_count,
+    array_to_string(list_slice(list(distinct value) filter (where not valid), 1, 5), ', ') as sample_values,
+    array_to_string(list_slice(list(_id order by _id) filter (where not valid), 1, 5), ', ') as sample_ids
+from judged
+group by column_name, rule
+having count(*) filter (where not valid) > 0
+{% endtest %}
