@@ -390,7 +390,32 @@ def use_case_yaml(
     return text
 
 
-def dbt_files(name: str, dictionary: pd.DataFrame, positive: list[str], negative: list[str]) -> dict[Path, str]:
+def dictionary_tests(name: str, max_null_share: float) -> list[dict]:
+    """The data dictionary's structural rules as dbt tests of the staging model (the generic tests of
+    dbt_project/tests/generic/dictionary_rules.sql), failing rows kept in `<name>.dq_stg_customers__<rule>`."""
+    dictionary = f"ref('{name}_data_dictionary')"
+    tests = []
+    for test, rule, extra in (
+        ("dictionary_columns", "schema", {}),
+        ("dictionary_types", "types", {}),
+        ("dictionary_completeness", "completeness", {"max_null_share": max_null_share}),
+        ("dictionary_valid_values", "valid_values", {}),
+    ):
+        tests.append(
+            {
+                test: {
+                    "name": f"{name}_stg_{rule}",
+                    "arguments": {"dictionary": dictionary, **extra},
+                    "config": {"store_failures": True, "schema": name, "alias": f"dq_stg_customers__{rule}"},
+                }
+            }
+        )
+    return tests
+
+
+def dbt_files(
+    name: str, dictionary: pd.DataFrame, positive: list[str], negative: list[str], max_null_share: float = 0.0
+) -> dict[Path, str]:
     """The use case's dbt files, relative to the dbt project: seeds config, sources, three one-call models."""
     mark_sql = f"-- {GENERATED_MARK} from mlops_assets/use_cases/{name}.yaml and its data dictionary.\n"
     mark_yml = f"# {GENERATED_MARK} from mlops_assets/use_cases/{name}.yaml and its data dictionary.\n"
@@ -430,6 +455,7 @@ def dbt_files(name: str, dictionary: pd.DataFrame, positive: list[str], negative
             {
                 "name": f"stg_{name}__customers",
                 "description": "Customers of the latest load, typed.",
+                "data_tests": dictionary_tests(name, max_null_share),
                 "columns": [*id_tests, target_test],
             },
             {
@@ -457,7 +483,12 @@ def dbt_files(name: str, dictionary: pd.DataFrame, positive: list[str], negative
                 "description": f"Data dictionary of use case {name}, profiled from its first export.",
                 "config": {
                     "alias": "data_dictionary",
-                    "column_types": {"code_list": "varchar", "min_value": "double", "max_value": "double"},
+                    "column_types": {
+                        "code_list": "varchar",
+                        "min_value": "double",
+                        "max_value": "double",
+                        "allowed_values": "varchar",
+                    },
                 },
             }
         ],
@@ -558,7 +589,8 @@ def new_use_case(
     yaml_path.write_text(text)
     written = []
     # After the YAML and the dictionary: generated files newer than both are up to date.
-    for relative, content in dbt_files(name, dictionary, positive, negative).items():
+    max_null_share = _model_defaults()["quality"]["max_null_share"]
+    for relative, content in dbt_files(name, dictionary, positive, negative, max_null_share).items():
         path = dbt_dir / relative
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(content)
@@ -587,7 +619,8 @@ def refresh_generated_dbt_files(project_root: Path = PROJECT_ROOT) -> list[Path]
             continue
         positive = list(use_case.positive_target_values())
         negative = [v for v in use_case.target_source()[1] if v not in positive]
-        for relative, content in dbt_files(name, use_case.load_data_dictionary(), positive, negative).items():
+        files = dbt_files(name, use_case.load_data_dictionary(), positive, negative, use_case.quality.max_null_share)
+        for relative, content in files.items():
             path = dbt_dir / relative
             if not path.exists() or GENERATED_MARK in path.read_text().partition("\n")[0]:
                 path.write_text(content)

@@ -74,6 +74,14 @@ def test_default_onboarded_with_two_commands_publishes_calibrated_scores(project
     }
     staging = root / "dbt_project" / "models" / "staging" / "credit_default" / "stg_credit_default__customers.sql"
     assert "{{ staged_customers('credit_default') }}" in staging.read_text()
+    # The dictionary's structural rules are dbt tests of the generated staging model, as for caravan.
+    models = yaml.safe_load((staging.parent / "_stg_credit_default__models.yml").read_text())["models"][0]
+    assert {next(iter(t)) for t in models["data_tests"]} == {
+        "dictionary_columns",
+        "dictionary_types",
+        "dictionary_completeness",
+        "dictionary_valid_values",
+    }
     assert "credit_default" not in (root / "dbt_project" / "dbt_project.yml").read_text()
     # No suite files: the suites bootstrap from the data dictionary (and the first accepted load).
     assert not (root / "mlops_assets" / "quality" / "suites" / "credit_default").exists()

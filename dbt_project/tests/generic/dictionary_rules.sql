@@ -2,7 +2,7 @@
 Structural rules of a staging model from its use case's data dictionary (seeds/<use case>/
 <use case>_data_dictionary.csv): one query per rule family, each returning one row per failing
 (column, rule) with the failing count and sample customer ids, so that a failure names what to fix.
-Attached per staging model in its YAML (see models/<use case>/staging/); with `store_failures` the
+Attached per staging model in its YAML (see models/staging/<use case>/); with `store_failures` the
 failing rows are kept in the warehouse and shown in the Dagster check (mlops_assets/defs/dbt_quality.py).
 The identifier and the target are owned by `unique`/`not_null`/`accepted_values` on the model.
 -#}
