@@ -27,7 +27,6 @@ import json
 import time
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 from mlops_assets.defs.jobs import AssetJob, trigger_tags
 from mlops_assets.defs.readiness import ChampionGate
@@ -85,12 +84,12 @@ def build_retraining_sensor(
             return dg.SkipReason(reason)  # the cursor stays unset: watching starts with the champion
         state = json.loads(context.cursor) if context.cursor else None
         storage = context.instance.event_log_storage
+        # Filtered here by the status's name: its enum lives in a private module of Dagster.
         failed = [
             record
             for key in check_keys
-            for record in storage.get_asset_check_execution_history(
-                key, limit=HISTORY_PER_CHECK, status={AssetCheckExecutionRecordStatus.FAILED}
-            )
+            for record in storage.get_asset_check_execution_history(key, limit=HISTORY_PER_CHECK)
+            if record.status.value == "FAILED"
         ]
         latest_id = max((record.id for record in failed), default=0)
         if state is None:
