@@ -377,6 +377,12 @@ def rollback(
     )
 
 
+def group_label(group, labels: dict[str, str]) -> str:
+    """A fairness group as a person reads it: its code with the code list's label, e.g. "3 (40-50 years)"."""
+    key = str(int(group)) if isinstance(group, float) and group.is_integer() else str(group)
+    return f"{key} ({labels[key]})" if key in labels else key
+
+
 def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_version: str) -> str:
     """Render a version's model card from the registry, its latest validation and its status history."""
     from mlops_assets.registry import load_artifact
@@ -385,7 +391,8 @@ def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_v
     artifact = load_artifact(connection, schema, model_version)
     validation = latest_validation(connection, schema, model_version)
     report = json.loads(validation["report"]) if validation is not None else {}
-    fairness_rows = report.get("fairness_table") or []
+    labels = use_case.value_labels(use_case.fairness.attribute)
+    fairness_rows = [{**row, "group": group_label(row["group"], labels)} for row in report.get("fairness_table") or []]
     population_rows = report.get("population_fairness_table") or []
     limitations = fill_limitations(use_case.known_limitations, model_facts(artifact.metrics, artifact.lineage))
     if population_rows:
@@ -393,7 +400,8 @@ def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_v
         limitations.append(
             "Contact rates per group on all labelled customers (not gated): "
             + ", ".join(
-                f"{use_case.fairness.attribute}={row.group}: {row.selection_rate:.1%} of {row.customers}"
+                f"{use_case.fairness.attribute}={group_label(row.group, labels)}: "
+                f"{row.selection_rate:.1%} of {row.customers}"
                 for row in population.itertuples()
             )
         )
