@@ -38,12 +38,15 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 
 from mlops_assets.lifecycle import four_eyes_refusal, training_launcher
+from mlops_assets.ml.fairness_summary import fairness_summary
 from mlops_assets.registry import AUDIT_VIEW, audit_customer, models_overview, status_history
 from mlops_assets.serving.config import Account
 from mlops_assets.settings import PROJECT_ROOT
 from mlops_assets.warehouse import table_exists
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+# The same sentence as `mlops audit`: verdict (passed, FAILED or not evaluated) and each ratio, gated or not.
+TEMPLATES.env.filters["fairness_verdict"] = fairness_summary
 # Model cards are markdown written by the platform; raw HTML in them is not rendered (js-default).
 MARKDOWN = MarkdownIt("js-default")
 CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
