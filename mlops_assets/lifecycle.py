@@ -14,6 +14,7 @@ from mlops_assets.ml.calibration import is_calibrated, reliability_table
 from mlops_assets.ml.datasets import out_of_time_customers
 from mlops_assets.ml.evaluation import classification_metrics, decile_table
 from mlops_assets.ml.fairness import evaluate_fairness, fairness_table
+from mlops_assets.ml.fairness_summary import fairness_summary
 from mlops_assets.ml.model_card import METRIC_NAMES, fill_limitations, model_facts, render_model_card
 from mlops_assets.ml.promotion import REJECT, Decision, decide, paired_bootstrap
 from mlops_assets.registry import (
@@ -204,13 +205,6 @@ def _fairness(use_case, training_set, test, challenger_scores, all_scores) -> _F
     population_table = fairness_table(
         training_set[target].to_numpy(), all_scores, training_set[spec.attribute], spec.top_share, spec.min_group_size
     )
-    summary = (
-        f"Attribute `{spec.attribute}`, top {spec.top_share:.0%} by score, test split: selection-rate ratio "
-        f"{result.demographic_parity_ratio:.2f} (bound {spec.min_selection_rate_ratio}), true-positive-rate "
-        f"ratio {result.equal_opportunity_ratio:.2f} (bound {spec.min_tpr_ratio}). "
-        + ("Passed. " if result.passed else "FAILED: " + "; ".join(result.reasons) + ". ")
-        + " ".join(result.notes)
-    )
     record = {
         "attribute": spec.attribute,
         "passed": result.passed,
@@ -220,6 +214,11 @@ def _fairness(use_case, training_set, test, challenger_scores, all_scores) -> _F
         "notes": result.notes,
         "bounds": bounds.model_dump(),
     }
+    summary = (
+        f"Top {spec.top_share:.0%} by score, test split. {fairness_summary(record)}. "
+        + "".join(f"{reason}. " for reason in result.reasons)
+        + " ".join(result.notes)
+    )
     return _Fairness(result.passed, result.reasons, summary, record, result.table, population_table)
 
 
