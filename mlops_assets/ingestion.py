@@ -425,7 +425,8 @@ def _load_source(
             _record_ingestion(connection, schema, "customers", sha256, path, load_id, row_count, loaded_at)
         connection.execute("commit")
     except BaseException:
-        connection.execute("rollback")
+        with contextlib.suppress(duckdb.Error):  # after a failed commit there is no transaction left
+            connection.execute("rollback")
         raise
     if rejected:
         raise SourceDataError(f"{path}: {message}")

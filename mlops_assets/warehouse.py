@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
@@ -80,3 +81,11 @@ def _checked_size(text: str) -> str:
     if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", text, flags=re.IGNORECASE):
         raise ValueError(f"MLOPS_LOAD_MEMORY_LIMIT={text!r}: expected a size such as 1GB or 512MB")
     return text.strip()
+
+
+def rollback_quietly(connection: duckdb.DuckDBPyConnection) -> None:
+    """Roll back after a failed statement without hiding its error: after a failed commit (e.g. a full
+    disk) DuckDB has no transaction left, and its "cannot rollback - no transaction is active" raised
+    from an `except` block would replace the real error in what the run reports."""
+    with contextlib.suppress(duckdb.Error):
+        connection.execute("rollback")
