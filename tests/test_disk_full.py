@@ -19,7 +19,7 @@ import pytest
 from conftest import copy_of_first_run
 
 from mlops_assets.definitions import build_definitions
-from mlops_assets.run_console import RunSummary, collect_events
+from mlops_assets.run_console import RunSummary, collect_events, finish_summary
 
 
 @pytest.fixture
@@ -77,9 +77,10 @@ COMMIT_POINTS = {
     "registry": r"insert into caravan\.model_registry",
     "model status": r"insert into caravan\.model_status_events",
     "alerts": r"insert into caravan\.alerts",
-    "monitoring history": r"insert into caravan\.drift_history",
     "score history": r"insert into caravan\.score_history",
 }
+# Commits after the publication: the run still fails and says so, but the scores are out.
+AFTER_THE_SWAP = {"monitoring history": r"insert into caravan\.drift_history"}
 
 
 class _FullDiskConnection:
@@ -144,43 +145,64 @@ def _platform_state(settings) -> tuple:
     return published, champion, history
 
 
-def _failure_text(result) -> str:
-    summary = RunSummary("run", "caravan", result.dagster_run.job_name, result.run_id, result.success, True)
+def _summary(result, settings) -> RunSummary:
+    """What `mlops retrain` would print for the run: read from its events and the published file."""
+    summary = RunSummary("retrain", "caravan", result.dagster_run.job_name, result.run_id, result.success, True)
     collect_events(summary, result.all_events)
-    return "\n".join(summary.failed_steps + summary.failed_checks_blocking)
+    finish_summary(summary, settings.published_dir / "caravan.duckdb", settings.duckdb_path)
+    return summary
 
 
-@pytest.mark.parametrize("point", [*COMMIT_POINTS, "publication swap"])
-def test_a_full_disk_at_each_commit_point_changes_nothing_and_says_so(completed_pipeline, tmp_path, monkeypatch, point):
+def _run_with_a_full_disk_at(platform, point: str, patch) -> tuple:
+    """Run the retrain with the disk full at `point`; returns (result, whether the fault was reached)."""
     from mlops_assets.defs import io_managers
     from mlops_assets.publishing import PreparedPublication
 
-    platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
-    before = _platform_state(platform.settings)
-    fault = _DiskFullAt(COMMIT_POINTS.get(point, "(?!)"))
-    with monkeypatch.context() as patch:
+    fault = _DiskFullAt({**COMMIT_POINTS, **AFTER_THE_SWAP}.get(point, "(?!)"))
+    with patch.context() as patched:
         if point == "publication swap":
 
             def full_disk_swap(self):
                 fault.fired = True
                 raise OSError(errno.ENOSPC, "No space left on device", str(self.destination))
 
-            patch.setattr(PreparedPublication, "swap", full_disk_swap)
+            patched.setattr(PreparedPublication, "swap", full_disk_swap)
         else:
-            patch.setattr(io_managers, "warehouse_connection", fault.wrap(io_managers.warehouse_connection))
-        failed = platform.run("caravan_retrain", raise_on_error=False)
+            patched.setattr(io_managers, "warehouse_connection", fault.wrap(io_managers.warehouse_connection))
+        return platform.run("caravan_retrain", raise_on_error=False), fault.fired
 
-    assert fault.fired, f"the retrain never reached the {point} commit"
-    assert not failed.success  # a run that could not record what it did does not report success
-    failure = _failure_text(failed)
-    assert "No space left on device" in failure, failure  # the real error, named
-    assert "no transaction is active" not in failure, failure
-    assert _platform_state(platform.settings) == before  # published scores, champion, history unchanged
-    assert not [p for p in platform.settings.published_dir.iterdir() if p.name.endswith((".tmp", ".tmp.wal"))]
+
+def test_a_full_disk_at_each_commit_point_fails_the_run_truthfully(completed_pipeline, tmp_path, monkeypatch):
+    """One platform, one retrain per commit point in the order a run reaches them: each run after a
+    failed one gets past the earlier commit point (the platform is not wedged), and the last run, with
+    space again, completes and publishes."""
+    platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
+    for point in [*COMMIT_POINTS, "publication swap", *AFTER_THE_SWAP]:
+        before = _platform_state(platform.settings)
+        failed, reached = _run_with_a_full_disk_at(platform, point, monkeypatch)
+        assert reached, f"the retrain never reached the {point} commit"
+        summary = _summary(failed, platform.settings)
+        text = f"[{point}]\n" + summary.to_text()
+        assert not failed.success and summary.exit_code() != 0, text  # not done as it says: non-zero exit
+        assert "No space left on device" in "\n".join(summary.failed_steps), text  # the real error, named
+        assert "no transaction is active" not in text, text
+        assert not [p for p in platform.settings.published_dir.iterdir() if p.name.endswith((".tmp", ".tmp.wal"))]
+        if point in AFTER_THE_SWAP:
+            # Monitoring runs after the publication: the new scores are out and the summary says so;
+            # the score history holds exactly the publications readers saw.
+            published, champion, history = _platform_state(platform.settings)
+            assert summary.published and published[0] == failed.run_id, text
+            assert "Published for marketing" in text, text
+            assert champion == before[1] and history[1] == before[2][1] + 1, text
+        else:
+            # Published scores, champion and history unchanged, and the summary says nothing was published.
+            assert _platform_state(platform.settings) == before, text
+            assert not summary.published and "Not published" in text, text
 
     # With space again the next run completes and publishes.
+    before = _platform_state(platform.settings)
     recovered = platform.run("caravan_retrain", raise_on_error=False)
-    assert recovered.success, _failure_text(recovered)
+    assert recovered.success, "\n".join(_summary(recovered, platform.settings).failed_steps)
     published, _, history = _platform_state(platform.settings)
     assert published[0] == recovered.run_id
     assert history[1] == before[2][1] + 1
