@@ -43,7 +43,7 @@ run: setup
 test: setup
 	.ci/ensure-postgres
 	.ci/ensure-chromium
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n 2 --dist loadfile
 
 dev: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000

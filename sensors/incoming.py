@@ -12,9 +12,9 @@ import json
 from pathlib import Path
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from mlops_assets.defs.jobs import trigger_tags
+from mlops_assets.defs.jobs import AssetJob, trigger_tags
+from mlops_assets.defs.readiness import ChampionGate
 from mlops_assets.ingestion import export_ingestion_config
 
 EXPORT_SUFFIXES = (".csv", ".csv.gz", ".parquet")
@@ -35,7 +35,7 @@ def batch_of(path: Path, prefix: str) -> str:
 
 
 def build_incoming_files_sensor(
-    use_case_name: str, incoming_dir: Path, batch_job: UnresolvedAssetJobDefinition, outcomes_job
+    use_case_name: str, incoming_dir: Path, batch_job: AssetJob, outcomes_job: AssetJob, gate: ChampionGate
 ) -> dg.SensorDefinition:
     folder = Path(incoming_dir) / use_case_name
 
@@ -45,10 +45,12 @@ def build_incoming_files_sensor(
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Starts {batch_job.name} for each new customer export and {outcomes_job.name} for each "
-        f"lone outcome file in {folder}.",
+        f"lone outcome file in {folder}. Skips until {use_case_name} has a champion.",
     )
     def incoming_files(context: dg.SensorEvaluationContext):
         handled: dict[str, int] = json.loads(context.cursor) if context.cursor else {}
+        if reason := gate.skip_reason(context.instance):
+            return dg.SkipReason(reason)
         if not folder.exists():
             return dg.SkipReason(f"{folder} does not exist yet")
 

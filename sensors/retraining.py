@@ -27,10 +27,9 @@ import json
 import time
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-from mlops_assets.defs.jobs import trigger_tags
+from mlops_assets.defs.jobs import AssetJob, trigger_tags
+from mlops_assets.defs.readiness import ChampionGate
 
 RETRAIN_TAG = "mlops/retrain"
 HISTORY_PER_CHECK = 50
@@ -64,9 +63,10 @@ def _summary(record, evaluation: dg.AssetCheckEvaluation) -> dict:
 
 def build_retraining_sensor(
     use_case_name: str,
-    retrain_job: UnresolvedAssetJobDefinition,
+    retrain_job: AssetJob,
     check_keys: list[dg.AssetCheckKey],
     cooldown_minutes: float,
+    gate: ChampionGate,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=f"{use_case_name}_retrain_on_failed_checks",
@@ -80,14 +80,16 @@ def build_retraining_sensor(
         ),
     )
     def retrain_on_failed_checks(context: dg.SensorEvaluationContext):
+        if reason := gate.skip_reason(context.instance):
+            return dg.SkipReason(reason)  # the cursor stays unset: watching starts with the champion
         state = json.loads(context.cursor) if context.cursor else None
         storage = context.instance.event_log_storage
+        # Filtered here by the status's name: its enum lives in a private module of Dagster.
         failed = [
             record
             for key in check_keys
-            for record in storage.get_asset_check_execution_history(
-                key, limit=HISTORY_PER_CHECK, status={AssetCheckExecutionRecordStatus.FAILED}
-            )
+            for record in storage.get_asset_check_execution_history(key, limit=HISTORY_PER_CHECK)
+            if record.status.value == "FAILED"
         ]
         latest_id = max((record.id for record in failed), default=0)
         if state is None:

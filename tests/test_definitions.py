@@ -1,4 +1,7 @@
+import dataclasses
+
 import dagster as dg
+from conftest import make_harness
 
 from mlops_assets.definitions import defs
 
@@ -78,3 +81,46 @@ def test_only_checks_that_declare_it_request_retraining():
     assert quality and all(spec.metadata[REQUESTS_RETRAIN] is False for spec in quality)
     sensor = defs.resolve_sensor_def("caravan_retrain_on_failed_checks")
     assert "stg_customers" not in sensor.description and "feature_drift" in sensor.description
+
+
+def test_each_use_case_has_its_own_groups_and_materialize_all_of_a_group_stays_in_it():
+    graph = defs.resolve_asset_graph()
+    groups: dict[str, set[str]] = {}
+    for key in graph.get_all_asset_keys():
+        node = graph.get(key)
+        use_case = key.path[0]
+        assert node.group_name.startswith(f"{use_case}_"), (key, node.group_name)
+        assert node.tags.get("use_case") == use_case, key
+        groups.setdefault(node.group_name, set()).add(use_case)
+    assert {"caravan_training", "swiss_bank_training", "caravan_features", "swiss_bank_features"} <= set(groups)
+    assert all(len(use_cases) == 1 for use_cases in groups.values())
+    # What the UI's "Materialize all" of a group selects: that use case's assets only.
+    selected = dg.AssetSelection.groups("swiss_bank_training").resolve(graph)
+    assert selected and all(key.path[0] == "swiss_bank" for key in selected)
+
+
+def test_schedules_and_sensors_skip_with_a_reason_until_the_use_case_has_a_champion(tmp_path):
+    # A platform never built: no champion, nothing published. Schedules need a persistent instance.
+    with dg.instance_for_test() as instance:
+        harness = dataclasses.replace(make_harness(tmp_path), instance=instance)
+        gated = [
+            harness.defs.resolve_schedule_def(f"swiss_bank_{name}")
+            for name in ("daily_scoring", "weekly_drift_report", "hourly_served_traffic")
+        ]
+        incoming = harness.settings.incoming_dir / "swiss_bank"
+        incoming.mkdir(parents=True, exist_ok=True)
+        (incoming / "customers_1.parquet").write_bytes(b"not read while the gate is closed")
+        for schedule in gated:
+            result = schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+            assert not result.run_requests and "swiss_bank has no champion model yet" in result.skip_message
+        for sensor in ("swiss_bank_incoming_files", "swiss_bank_retrain_on_failed_checks"):
+            requests, cursor, skipped = harness.tick(sensor, None)
+            assert not requests and cursor is None and "mlops run --use-case swiss_bank" in skipped
+
+        # A champion recorded by Dagster opens the gate (a published file does too: the loop tests).
+        instance.report_runless_asset_event(dg.AssetMaterialization(dg.AssetKey(["swiss_bank", "champion_model"])))
+        for schedule in gated:
+            result = schedule.evaluate_tick(dg.build_schedule_context(instance=instance))
+            assert len(result.run_requests) == 1 and result.skip_message is None
+        requests, _, _ = harness.tick("swiss_bank_incoming_files", None)
+        assert [request.job_name for request in requests] == ["swiss_bank_batch"]

@@ -103,7 +103,7 @@ def run_build(
     params = get_updated_cli_invocation_params_for_context(
         context=context, manifest={}, dagster_dbt_translator=DagsterDbtTranslator()
     )
-    build = DbtBuild(params, target_path=state_dir / f"build-{context.run_id[:8]}-{uuid.uuid4().hex[:7]}")
+    build = DbtBuild(params, target_path=state_dir / f"build-{context.run.run_id[:8]}-{uuid.uuid4().hex[:7]}")
     args = ["build", *_common_args(config, build.target_path), *params.selection_args]
     if params.indirect_selection:
         args += ["--indirect-selection", params.indirect_selection]

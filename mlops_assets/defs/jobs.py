@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
-from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
+from mlops_assets.defs.readiness import ChampionGate, gated_schedule
 from mlops_assets.run_guard import USE_CASE_TAG
 from mlops_assets.use_cases import UseCase
+
+# What `dg.define_asset_job` returns (its class, UnresolvedAssetJobDefinition, is not exported).
+AssetJob = Any
 
 # Run tags saying why a run (and so a model) came about; sensors and schedules set them.
 TRIGGER_TAG = "mlops/trigger"
@@ -84,7 +88,7 @@ def _model_lineage(use_case: UseCase) -> dg.AssetSelection:
     )
 
 
-def build_operational_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefinition]:
+def build_operational_jobs(use_case: UseCase) -> list[AssetJob]:
     """The jobs that run a use case day to day (sensors and schedules launch them)."""
     everything = dg.AssetSelection.key_prefixes([use_case.name])
     mart = _key(use_case, use_case.feature_mart)
@@ -136,30 +140,28 @@ def build_operational_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefiniti
     ]
 
 
-def build_schedules(use_case: UseCase) -> list[dg.ScheduleDefinition]:
+def build_schedules(use_case: UseCase, gate: ChampionGate) -> list[dg.ScheduleDefinition]:
     return [
-        dg.ScheduleDefinition(
+        gated_schedule(
+            gate,
             name=f"{use_case.name}_daily_scoring",
-            job_name=scoring_job_name(use_case),
+            job=scoring_job_name(use_case),
             cron_schedule="0 6 * * *",
-            execution_timezone="Europe/Zurich",
             tags=trigger_tags("schedule", {"schedule": "daily scoring"}),
-            default_status=dg.DefaultScheduleStatus.RUNNING,
             description="Scores the latest batch with the champion and publishes, every morning at 06:00.",
         ),
-        dg.ScheduleDefinition(
+        gated_schedule(
+            gate,
             name=f"{use_case.name}_weekly_drift_report",
-            job_name=drift_report_job_name(use_case),
+            job=drift_report_job_name(use_case),
             cron_schedule="0 7 * * 1",
-            execution_timezone="Europe/Zurich",
             tags=trigger_tags("schedule", {"schedule": "weekly drift report"}),
-            default_status=dg.DefaultScheduleStatus.RUNNING,
             description="Drift report of the latest batch against the champion, Mondays at 07:00.",
         ),
     ]
 
 
-def build_pipeline_job(use_case: UseCase) -> UnresolvedAssetJobDefinition:
+def build_pipeline_job(use_case: UseCase) -> AssetJob:
     return dg.define_asset_job(
         tags=use_case_tags(use_case),
         name=pipeline_job_name(use_case),
@@ -176,7 +178,7 @@ def rollback_job_name(use_case: UseCase) -> str:
     return f"{use_case.name}_model_rollback"
 
 
-def build_model_decision_jobs(use_case: UseCase) -> list[UnresolvedAssetJobDefinition]:
+def build_model_decision_jobs(use_case: UseCase) -> list[AssetJob]:
     """A person's decision on the champion, then re-scoring and re-publishing with the champion."""
     selection = dg.AssetSelection.assets(dg.AssetKey([use_case.name, "champion_model"])).downstream()
     step = f"{use_case.name}__champion_model"

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.defs.io_managers import Warehouse
+from mlops_assets.defs.jobs import use_case_tags
 from mlops_assets.defs.metadata import markdown_table
+from mlops_assets.defs.readiness import ChampionGate, gated_schedule
 from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
 from mlops_assets.ml.drift import compare_to_reference, summarize_drift
 from mlops_assets.registry import current_champion, ensure_tables, load_artifact, record_alert
@@ -330,21 +332,21 @@ def build_serving_assets(use_case: UseCase, settings: Settings) -> list:
     return [serving_models, served_traffic, shadow_comparison]
 
 
-def build_serving_jobs(use_case: UseCase) -> tuple[list, list]:
+def build_serving_jobs(use_case: UseCase, gate: ChampionGate) -> tuple[list, list]:
     """A job that brings the served traffic in (hourly schedule), and its schedule."""
     job = dg.define_asset_job(
         f"{use_case.name}_served_traffic",
+        tags=use_case_tags(use_case),
         selection=dg.AssetSelection.assets(
             dg.AssetKey([use_case.name, "served_traffic"]), dg.AssetKey([use_case.name, "shadow_comparison"])
         ),
         description=f"{use_case.title}: load the scoring service's request log, served drift, shadow comparison.",
     )
-    schedule = dg.ScheduleDefinition(
+    schedule = gated_schedule(
+        gate,
         name=f"{use_case.name}_hourly_served_traffic",
         job=job,
         cron_schedule="15 * * * *",
-        execution_timezone="Europe/Zurich",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Brings the scoring service's requests into the warehouse every hour.",
     )
     return [job], [schedule]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from mlops_assets.ml.plots import _png, plt
+from mlops_assets.ml.plots import _png, pyplot
 
 
 def validation_curve_chart(
@@ -12,7 +12,7 @@ def validation_curve_chart(
 ) -> bytes:
     """Metric per boosting round: the cross-validated fold mean (which chose the rounds) and the
     validation split, with the chosen number of rounds marked."""
-    figure, axis = plt.subplots(figsize=(7, 3.2))
+    figure, axis = pyplot().subplots(figsize=(7, 3.2))
     if cv_curve:
         axis.plot(range(1, len(cv_curve) + 1), cv_curve, color="#3b6ea5", label="CV fold mean (training split)")
     if validation_curve:
@@ -27,7 +27,7 @@ def validation_curve_chart(
 
 def reliability_chart(tables: dict[str, pd.DataFrame], title: str) -> bytes:
     """Mean predicted score against observed buyer rate per bin, one line per evaluation set."""
-    figure, axis = plt.subplots(figsize=(4.6, 4))
+    figure, axis = pyplot().subplots(figsize=(4.6, 4))
     top = 0.0
     for (label, table), color in zip(tables.items(), ("#3b6ea5", "#e67e22", "#27ae60", "#8e44ad"), strict=False):
         axis.plot(table["mean_score"], table["observed_rate"], marker="o", color=color, label=label)
