@@ -48,6 +48,7 @@ def republish_loop(home: Path, stop_file: Path) -> None:
     import duckdb
 
     from mlops_assets.definitions import build_definitions
+    from mlops_assets.integrity import recorded_signature
     from mlops_assets.registry import current_champion, load_artifact
     from mlops_assets.serving.artefacts import export_serving_models
     from mlops_assets.settings import Settings
@@ -62,7 +63,8 @@ def republish_loop(home: Path, stop_file: Path) -> None:
         assert job.execute_in_process(instance=instance).success
         with duckdb.connect(str(settings.duckdb_path), read_only=True) as connection:
             champion = load_artifact(connection, "caravan", current_champion(connection, "caravan"))
-        export_serving_models(settings.published_dir, "caravan", champion, [], datetime.now(UTC))
+            signatures = {champion.model_version: recorded_signature(connection, "caravan", champion.model_version)}
+        export_serving_models(settings.published_dir, "caravan", champion, [], datetime.now(UTC), signatures)
         publications += 1
         count_file.write_text(str(publications))  # the benchmark measures once the first one is done
 

@@ -328,27 +328,10 @@ def show_model_card(args: argparse.Namespace) -> int:
     return 0
 
 
-def fairness_summary(fairness: dict) -> str:
-    """Passed or failed, and each ratio with whether it is gated (and its bound) or only reported."""
-    if not fairness:
-        return "no fairness gate"
-    bounds = fairness.get("bounds") or {}
-    parts = []
-    for label, key, bound in (
-        ("true-positive-rate ratio", "equal_opportunity_ratio", "min_tpr_ratio"),
-        ("selection-rate ratio", "demographic_parity_ratio", "min_selection_rate_ratio"),
-    ):
-        value = fairness.get(key)
-        shown = "n/a" if value is None or value != value else f"{value:.2f}"
-        gate = f"gated, bound {bounds[bound]}" if bounds.get(bound) is not None else "reported, not gated"
-        parts.append(f"{label} {shown} ({gate})")
-    verdict = "passed" if fairness.get("passed") else "FAILED"
-    return f"{verdict} on {fairness.get('attribute')}: " + "; ".join(parts)
-
-
 def audit(args: argparse.Namespace) -> int:
     import json
 
+    from mlops_assets.ml.fairness_summary import fairness_summary
     from mlops_assets.read_only import audit_rows
 
     with _read_only_warehouse(args.use_case) as connection:

@@ -35,12 +35,17 @@ class ArtifactTamperedError(RuntimeError):
     """A model artefact does not match its signature: changed after it was registered."""
 
 
-def signing_key(home: Path) -> bytes:
-    """The HMAC key: the environment's, else the development key file (created on first use)."""
+def signing_key(home: Path, create: bool = True) -> bytes:
+    """The HMAC key: the environment's, else the development key file (created on first use unless
+    `create` is false: a reader such as the scoring service never makes up a key)."""
     configured = os.environ.get(KEY_ENVIRONMENT_VARIABLE)
     if configured:
         return configured.encode("utf-8")
     path = Path(home) / "secrets" / "artifact-signing.key"
+    if not path.exists() and not create:
+        raise ArtifactTamperedError(
+            f"no artefact signing key: set {KEY_ENVIRONMENT_VARIABLE} (the pipeline's key) or provide {path}"
+        )
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -76,19 +81,30 @@ def verify_model(
 ):
     """Raise ArtifactTamperedError unless the artefact's sha256 (text and calibration, as registered)
     carries the version's signature."""
-    actual = artifact_sha256(model_text, calibration)
+    recorded = recorded_signature(connection, schema, model_version)
+    if recorded is None:
+        raise ArtifactTamperedError(
+            f"model {model_version}: no signature in {schema}.model_signatures; refusing to score with an "
+            "unsigned artefact"
+        )
+    check_signature(key, model_version, model_text, calibration, recorded)
+
+
+def recorded_signature(connection: duckdb.DuckDBPyConnection, schema: str, model_version: str) -> str | None:
+    """The signature recorded when the version was registered (the first one counts), if any."""
     rows = []
     with contextlib.suppress(duckdb.CatalogException):
         rows = connection.execute(
             f"select signature from {schema}.model_signatures where model_version = ? order by signed_at",
             [model_version],
         ).fetchall()
-    if not rows:
-        raise ArtifactTamperedError(
-            f"model {model_version}: no signature in {schema}.model_signatures; refusing to score with an "
-            "unsigned artefact"
-        )
-    if not hmac.compare_digest(rows[0][0], signature(key, model_version, actual)):
+    return rows[0][0] if rows else None
+
+
+def check_signature(key: bytes, model_version: str, model_text: str, calibration: dict | None, recorded: str):
+    """Raise ArtifactTamperedError unless the artefact as it is now hashes to what `recorded` signed."""
+    actual = artifact_sha256(model_text, calibration)
+    if not hmac.compare_digest(recorded, signature(key, model_version, actual)):
         raise ArtifactTamperedError(
             f"model {model_version}: the artefact does not match the signature recorded when it was registered "
             f"(its text and calibration now hash to {actual}); it was changed afterwards. Refusing to score with "

@@ -14,6 +14,7 @@ from mlops_assets.ml.calibration import is_calibrated, reliability_table
 from mlops_assets.ml.datasets import out_of_time_customers
 from mlops_assets.ml.evaluation import classification_metrics, decile_table
 from mlops_assets.ml.fairness import evaluate_fairness, fairness_table
+from mlops_assets.ml.fairness_summary import fairness_summary
 from mlops_assets.ml.model_card import METRIC_NAMES, fill_limitations, model_facts, render_model_card
 from mlops_assets.ml.promotion import REJECT, Decision, decide, paired_bootstrap
 from mlops_assets.registry import (
@@ -204,13 +205,6 @@ def _fairness(use_case, training_set, test, challenger_scores, all_scores) -> _F
     population_table = fairness_table(
         training_set[target].to_numpy(), all_scores, training_set[spec.attribute], spec.top_share, spec.min_group_size
     )
-    summary = (
-        f"Attribute `{spec.attribute}`, top {spec.top_share:.0%} by score, test split: selection-rate ratio "
-        f"{result.demographic_parity_ratio:.2f} (bound {spec.min_selection_rate_ratio}), true-positive-rate "
-        f"ratio {result.equal_opportunity_ratio:.2f} (bound {spec.min_tpr_ratio}). "
-        + ("Passed. " if result.passed else "FAILED: " + "; ".join(result.reasons) + ". ")
-        + " ".join(result.notes)
-    )
     record = {
         "attribute": spec.attribute,
         "passed": result.passed,
@@ -220,6 +214,11 @@ def _fairness(use_case, training_set, test, challenger_scores, all_scores) -> _F
         "notes": result.notes,
         "bounds": bounds.model_dump(),
     }
+    summary = (
+        f"Top {spec.top_share:.0%} by score, test split. {fairness_summary(record)}. "
+        + "".join(f"{reason}. " for reason in result.reasons)
+        + " ".join(result.notes)
+    )
     return _Fairness(result.passed, result.reasons, summary, record, result.table, population_table)
 
 
@@ -377,6 +376,12 @@ def rollback(
     )
 
 
+def group_label(group, labels: dict[str, str]) -> str:
+    """A fairness group as a person reads it: its code with the code list's label, e.g. "3 (40-50 years)"."""
+    key = str(int(group)) if isinstance(group, float) and group.is_integer() else str(group)
+    return f"{key} ({labels[key]})" if key in labels else key
+
+
 def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_version: str) -> str:
     """Render a version's model card from the registry, its latest validation and its status history."""
     from mlops_assets.registry import load_artifact
@@ -385,7 +390,8 @@ def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_v
     artifact = load_artifact(connection, schema, model_version)
     validation = latest_validation(connection, schema, model_version)
     report = json.loads(validation["report"]) if validation is not None else {}
-    fairness_rows = report.get("fairness_table") or []
+    labels = use_case.value_labels(use_case.fairness.attribute)
+    fairness_rows = [{**row, "group": group_label(row["group"], labels)} for row in report.get("fairness_table") or []]
     population_rows = report.get("population_fairness_table") or []
     limitations = fill_limitations(use_case.known_limitations, model_facts(artifact.metrics, artifact.lineage))
     if population_rows:
@@ -393,7 +399,8 @@ def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_v
         limitations.append(
             "Contact rates per group on all labelled customers (not gated): "
             + ", ".join(
-                f"{use_case.fairness.attribute}={row.group}: {row.selection_rate:.1%} of {row.customers}"
+                f"{use_case.fairness.attribute}={group_label(row.group, labels)}: "
+                f"{row.selection_rate:.1%} of {row.customers}"
                 for row in population.itertuples()
             )
         )

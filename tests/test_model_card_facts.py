@@ -28,3 +28,19 @@ def test_limitations_carry_the_models_own_figures():
 
 def test_standard_error_needs_both_classes():
     assert math.isnan(model_facts({"roc_auc": 0.7, "buyers": 0.0, "customers": 10.0}, {})["roc_auc_standard_error"])
+
+
+def test_fairness_groups_carry_their_code_labels(completed_pipeline):
+    import duckdb
+
+    from mlops_assets.lifecycle import group_label, model_card
+    from mlops_assets.registry import current_champion
+
+    caravan = get_use_case("caravan")
+    labels = caravan.value_labels("avg_age_class")
+    assert labels["3"] == "40-50 years" and group_label(3.0, labels) == "3 (40-50 years)"
+    assert group_label("18-29", {}) == "18-29"  # values that read on their own stay as they are
+    with duckdb.connect(str(completed_pipeline.settings.duckdb_path), read_only=True) as connection:
+        card = model_card(connection, caravan, current_champion(connection, "caravan"))
+    fairness = card.split("## Fairness", 1)[1]
+    assert "(40-50 years)" in fairness and "avg_age_class=3 (40-50 years)" in card

@@ -23,9 +23,9 @@ import pytest
 from conftest import make_harness
 from playwright.sync_api import sync_playwright
 
-from mlops_assets.cli import fairness_summary
 from mlops_assets.defs.jobs import LAUNCHED_BY_TAG, launcher_of, trigger_of
 from mlops_assets.lifecycle import four_eyes_refusal
+from mlops_assets.ml.fairness_summary import fairness_summary
 from mlops_assets.serving.config import ServingConfig, hash_api_key, hash_password, new_api_key, verify_password
 from mlops_assets.serving.process import ServiceProcess
 from mlops_assets.use_cases import get_use_case
@@ -185,9 +185,11 @@ def test_cli_audit_names_the_gated_fairness_ratio_and_its_bound():
     record = {"attribute": "avg_age_class", "bounds": bounds, "demographic_parity_ratio": 0.44}
     passed = fairness_summary({**record, "passed": True, "equal_opportunity_ratio": float("nan")})
     assert passed == (
-        "passed on avg_age_class: true-positive-rate ratio n/a (gated, bound 0.8); "
-        "selection-rate ratio 0.44 (reported, not gated)"
+        "not evaluated (no gated ratio could be computed) on avg_age_class: true-positive-rate ratio n/a "
+        "(gated, bound 0.8: not evaluated, too few groups qualify); selection-rate ratio 0.44 (reported, not gated)"
     )
+    evaluated = fairness_summary({**record, "passed": True, "equal_opportunity_ratio": 0.93})
+    assert evaluated.startswith("passed on avg_age_class: true-positive-rate ratio 0.93 (gated, bound 0.8)")
     failed = fairness_summary({**record, "passed": False, "equal_opportunity_ratio": 0.61})
     assert failed.startswith("FAILED") and "ratio 0.61 (gated, bound 0.8)" in failed
     assert fairness_summary({}) == "no fairness gate"
@@ -284,7 +286,7 @@ def test_reviewer_approves_the_pending_model_and_the_published_scores_change(rev
     page.click(f"a:text('{review.carols_model}')")
     comparison = page.inner_text("#comparison")
     assert review.first_champion in comparison and "roc auc" in comparison
-    assert "(gated, bound 0.8)" in page.inner_text("#fairness")  # which ratio is gated, and its bound
+    assert "(gated, bound 0.8" in page.inner_text("#fairness")  # which ratio is gated, and its bound
     assert f"Model card: {review.carols_model}" in page.inner_text("#model-card")
     page.screenshot(path=review.shots / "04-pending-model.png", full_page=True)
     with page.expect_navigation():
@@ -293,6 +295,8 @@ def test_reviewer_approves_the_pending_model_and_the_published_scores_change(rev
     same = page.inner_text("#same-customers")
     assert review.first_champion in same and "top decile lift (decides)" in same
     assert "num_leaves" in page.inner_text("#params")  # 15 against the use case's 7
+    # Each version's decile lift and reliability chart side by side, with its fairness verdict.
+    assert page.locator("#charts img").count() == 2 and page.inner_text("#charts").count("Fairness:") == 2
     page.screenshot(path=review.shots / "04b-compare.png", full_page=True)
     page.goto(review.url + f"/compare/caravan?a={review.daves_model}&b={review.carols_model}")
     assert "never evaluated against each other" in page.inner_text("#same-customers")

@@ -23,6 +23,8 @@ import pandas as pd
 import pytest
 from conftest import make_harness
 
+from mlops_assets.integrity import ArtifactTamperedError, recorded_signature, signing_key
+from mlops_assets.ml.artifacts import artifact_sha256
 from mlops_assets.serving.app import canary_bucket, score_with
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
 from mlops_assets.serving.config import ServingConfig, hash_api_key, new_api_key
@@ -370,20 +372,31 @@ def test_tampered_artefact_is_refused_with_an_alert_and_the_champion_keeps_servi
         if not path.name.startswith(champion)
     )
     folder = models_dir(published_dir, "caravan")
-    text_path = folder / f"{former}.lgb.txt"
-    text_path.write_text(text_path.read_text().replace("leaf_value=", "leaf_value=1", 1))
-    with pytest.raises(Exception, match="checksum mismatch"):
-        load_served_model(
-            folder,
-            {
-                "model_version": former,
-                "sha256": json.loads((folder / f"{former}.json").read_text())["sha256"],
-                "status": "champion",
-            },
-        )
-    # A publication naming the tampered model as champion (as a rollback would).
+    key = signing_key(platform.harness.settings.home, create=False)
     record = json.loads((folder / f"{former}.json").read_text())
-    tampered = {**manifest, "champion": {"model_version": former, "sha256": record["sha256"], "status": "champion"}}
+    entry = {"model_version": former, "sha256": record["sha256"], "signature": None, "status": "champion"}
+    with pytest.raises(ArtifactTamperedError, match="no signature"):
+        load_served_model(folder, entry, key)  # an unsigned model is refused
+    with duckdb.connect(str(platform.harness.settings.duckdb_path), read_only=True) as connection:
+        entry["signature"] = recorded_signature(connection, "caravan", former)
+    assert load_served_model(folder, entry, key).version == former  # signed and unchanged: served
+    with pytest.raises(ArtifactTamperedError, match="does not match the signature"):
+        load_served_model(folder, entry, b"a key other than the pipeline's")
+    # Changed text with every sha256 recomputed (record and manifest): only the signature catches it.
+    text_path = folder / f"{former}.lgb.txt"
+    original_text = text_path.read_text()
+    forged_text = original_text.replace("leaf_value=", "leaf_value=1", 1)
+    forged_sha = artifact_sha256(forged_text, json.loads(record["calibration"]))
+    text_path.write_text(forged_text)
+    (folder / f"{former}.json").write_text(json.dumps({**record, "sha256": forged_sha}))
+    with pytest.raises(ArtifactTamperedError, match="does not match the signature"):
+        load_served_model(folder, {**entry, "sha256": forged_sha}, key)
+    (folder / f"{former}.json").write_text(json.dumps(record))
+    # Changed text, checksums left alone: the checksum already refuses it.
+    with pytest.raises(Exception, match="checksum mismatch"):
+        load_served_model(folder, entry, key)
+    # A publication naming the tampered model as champion (as a rollback would).
+    tampered = {**manifest, "champion": entry}
     (folder / "serving.json").write_text(json.dumps(tampered))
     refused = _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["refused_models"])
     assert former in refused and "checksum mismatch" in refused[former]
@@ -463,7 +476,9 @@ def test_swiss_bank_records_score_like_the_batch(tmp_path, monkeypatch):
     assert job.execute_in_process(instance=harness.instance, asset_selection=asset_keys).success
     published_dir = harness.settings.published_dir
     manifest = read_manifest(published_dir, "swiss_bank")
-    model = load_served_model(models_dir(published_dir, "swiss_bank"), manifest["champion"])
+    model = load_served_model(
+        models_dir(published_dir, "swiss_bank"), manifest["champion"], signing_key(tmp_path, create=False)
+    )
     export = pd.read_parquet(use_case.source_path).head(200)
     # What a JSON client sends: native numbers (full precision), booleans, text.
     records = json.loads(

@@ -117,7 +117,9 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
                 "champion_version": champion.model_version if champion else "none",
                 "comparison": markdown_table(validation.comparison),
                 "fairness": dg.MetadataValue.md(validation.fairness_summary),
-                "model_card": dg.MetadataValue.md(card),
+                # A snapshot before the decision (status candidate); the card after it, with the approval
+                # record, is on champion_model, in `<use case>.model_cards` and on the review pages.
+                "model_card_at_validation": dg.MetadataValue.md(card),
             }
         )
         record = validation.record

@@ -22,6 +22,7 @@ from mlops_assets.defs.jobs import use_case_tags
 from mlops_assets.defs.metadata import markdown_table
 from mlops_assets.defs.readiness import ChampionGate, gated_schedule
 from mlops_assets.defs.resources import WAREHOUSE_POOL, ScorePublisher
+from mlops_assets.integrity import recorded_signature
 from mlops_assets.ml.drift import compare_to_reference, summarize_drift
 from mlops_assets.registry import current_champion, ensure_tables, load_artifact, record_alert
 from mlops_assets.serving.artefacts import SHADOW_STATUSES, export_serving_models
@@ -193,8 +194,10 @@ def build_serving_assets(use_case: UseCase, settings: Settings) -> list:
                 raise dg.Failure(f"{name}: no champion to export for the scoring service")
             champion = load_artifact(connection, name, champion_version)
             shadows = [(load_artifact(connection, name, v), s) for v, s in shadow_models(connection, name)]
+            versions = [champion.model_version, *(artifact.model_version for artifact, _ in shadows)]
+            signatures = {v: recorded_signature(connection, name, v) for v in versions}
         path = export_serving_models(
-            Path(publisher.published_dir), name, champion, shadows, datetime.now(UTC), context.run.run_id
+            Path(publisher.published_dir), name, champion, shadows, datetime.now(UTC), signatures, context.run.run_id
         )
         return dg.MaterializeResult(
             metadata={

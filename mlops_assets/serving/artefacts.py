@@ -11,8 +11,10 @@ pipeline holds it), so the pipeline exports the models the service needs next to
 
 Every file is written under a temporary name, flushed and renamed into place, and `serving.json` is
 replaced last: a reader sees the previous set of models or the new one. The service verifies each
-artefact's sha256 against `serving.json` and the model's own record before it serves it; a changed
-artefact is refused (ArtifactIntegrityError) and the previous model keeps serving.
+artefact's sha256 against `serving.json` and the model's own record, and its HMAC signature (made with
+a key the published folder does not hold, see mlops_assets/integrity.py) before it serves it: a changed
+artefact is refused even when whoever changed it recomputed every sha256, and the previous model keeps
+serving.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 
+from mlops_assets.integrity import ArtifactTamperedError, check_signature
 from mlops_assets.ml.artifacts import ArtifactIntegrityError, ModelArtifact, artifact_sha256
 
 MANIFEST_NAME = "serving.json"
@@ -75,9 +78,11 @@ def export_serving_models(
     champion: ModelArtifact,
     shadows: list[tuple[ModelArtifact, str]],
     exported_at: datetime,
+    signatures: dict[str, str],
     run_id: str | None = None,
 ) -> Path:
-    """Export the champion and the shadow models ((artifact, status) pairs), then swap the manifest."""
+    """Export the champion and the shadow models ((artifact, status) pairs) with the signatures recorded
+    at registration (version -> HMAC), then swap the manifest."""
     champion.verify()
     folder = models_dir(published_dir, use_case)
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +90,14 @@ def export_serving_models(
     for artifact, status in [(champion, "champion"), *shadows]:
         artifact.verify()
         _export_model(folder, artifact)
-        entries.append({"model_version": artifact.model_version, "sha256": artifact.sha256, "status": status})
+        entries.append(
+            {
+                "model_version": artifact.model_version,
+                "sha256": artifact.sha256,
+                "signature": signatures.get(artifact.model_version),
+                "status": status,
+            }
+        )
     manifest = {
         "use_case": use_case,
         "exported_at": exported_at.isoformat(),
@@ -111,8 +123,9 @@ class ServedModel:
         return self.artifact.model_version
 
 
-def load_served_model(folder: Path, entry: dict) -> ServedModel:
-    """Read and verify one model of the manifest; ArtifactIntegrityError if anything does not match."""
+def load_served_model(folder: Path, entry: dict, key: bytes) -> ServedModel:
+    """Read and verify one model of the manifest against its checksums and its signature (HMAC with
+    `key`); ArtifactIntegrityError or ArtifactTamperedError if anything does not match."""
     version = entry["model_version"]
     text = (folder / f"{version}.lgb.txt").read_text(encoding="utf-8")
     record = json.loads((folder / f"{version}.json").read_text(encoding="utf-8"))
@@ -123,6 +136,10 @@ def load_served_model(folder: Path, entry: dict) -> ServedModel:
     record["model_text"] = text
     record["trained_at"] = datetime.fromisoformat(record["trained_at"])
     artifact = ModelArtifact.from_record(record)
+    if not entry.get("signature"):
+        raise ArtifactTamperedError(f"model {version}: the manifest carries no signature; refusing an unsigned model")
+    artifact.verify()
+    check_signature(key, version, artifact.model_text, artifact.calibration, entry["signature"])
     return ServedModel(artifact=artifact, booster=artifact.load_booster(), status=entry["status"])
 
 

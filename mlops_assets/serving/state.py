@@ -26,6 +26,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from mlops_assets.integrity import ArtifactTamperedError, signing_key
 from mlops_assets.ml.artifacts import ArtifactIntegrityError
 from mlops_assets.serving.artefacts import ServedModel, load_served_model, manifest_path, models_dir, read_manifest
 from mlops_assets.serving.records import raise_alert
@@ -164,8 +165,8 @@ class Watcher:
         models, refused = [], {}
         for entry in self._entries(manifest):
             try:
-                model = load_served_model(folder, entry)
-            except (ArtifactIntegrityError, OSError, ValueError, KeyError) as error:
+                model = load_served_model(folder, entry, signing_key(self.home, create=False))
+            except (ArtifactIntegrityError, ArtifactTamperedError, OSError, ValueError, KeyError) as error:
                 refused[entry["model_version"]] = str(error)
                 model = None
             previous = loaded.get(entry["model_version"])

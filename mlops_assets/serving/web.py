@@ -17,6 +17,7 @@ imports Dagster, dbt and LightGBM, none of which belongs in a service answering 
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import os
@@ -27,6 +28,7 @@ import sys
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
@@ -38,12 +40,22 @@ from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 
 from mlops_assets.lifecycle import four_eyes_refusal, training_launcher
-from mlops_assets.registry import AUDIT_VIEW, audit_customer, models_overview, status_history
+from mlops_assets.ml.fairness_summary import fairness_summary
+from mlops_assets.ml.plots import lift_and_calibration_chart
+from mlops_assets.registry import (
+    AUDIT_VIEW,
+    audit_customer,
+    latest_validation,
+    models_overview,
+    status_history,
+)
 from mlops_assets.serving.config import Account
 from mlops_assets.settings import PROJECT_ROOT
 from mlops_assets.warehouse import table_exists
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).with_name("templates")))
+# The same sentence as `mlops audit`: verdict (passed, FAILED or not evaluated) and each ratio, gated or not.
+TEMPLATES.env.filters["fairness_verdict"] = fairness_summary
 # Model cards are markdown written by the platform; raw HTML in them is not rendered (js-default).
 MARKDOWN = MarkdownIt("js-default")
 CUSTOMER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")
@@ -224,6 +236,29 @@ def version_facts(connection, schema: str, version: str) -> dict | None:
     }
 
 
+def validation_view(connection, schema: str, version: str) -> dict | None:
+    """A version's own latest validation for the compare page: decile lift and reliability chart, fairness."""
+    validation = latest_validation(connection, schema, version)
+    if validation is None:
+        return None
+    report = _json(validation["report"]) or {}
+    return {
+        "chart": _chart_uri(version, validation["report"]),
+        "evaluation_set": report.get("evaluation_set") or validation.get("evaluation_set"),
+        "fairness": _json(validation["fairness"]) or {},
+    }
+
+
+@lru_cache(maxsize=64)
+def _chart_uri(version: str, report_json: str) -> str | None:
+    """The chart as a data URI, drawn once per validation report (matplotlib takes a few hundred ms)."""
+    report = json.loads(report_json)
+    if not report.get("deciles") or not report.get("calibration"):
+        return None
+    png = lift_and_calibration_chart(pd.DataFrame(report["deciles"]), pd.DataFrame(report["calibration"]), version)
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def compared_on_same_customers(connection, schema: str, a: str, b: str) -> tuple[str, dict] | None:
     """The latest validation of one version against the other, if there ever was one: (challenger, it)."""
     for challenger, champion in ((a, b), (b, a)):
@@ -361,6 +396,7 @@ def build_review_router(service) -> APIRouter:
             if left is None or right is None:
                 raise HTTPException(404, f"{use_case}: no model version {a if left is None else b!r}")
             same = compared_on_same_customers(connection, use_case, a, b)
+            validations = validation_view(connection, use_case, a), validation_view(connection, use_case, b)
         params = sorted(set(left["params"]) | set(right["params"]))
         metrics = [m for m in left["metrics"] if m not in ("customers", "buyers")]
         return page(
@@ -375,6 +411,7 @@ def build_review_router(service) -> APIRouter:
             only_a=sorted(set(left["features"]) - set(right["features"])),
             only_b=sorted(set(right["features"]) - set(left["features"])),
             metrics=metrics,
+            validations=validations,
             same=same,
         )
 

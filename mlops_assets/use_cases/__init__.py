@@ -208,6 +208,17 @@ class UseCase(BaseModel):
     def load_code_labels(self) -> pd.DataFrame | None:
         return pd.read_csv(resolve_project_path(self.code_labels)) if self.code_labels else None
 
+    def value_labels(self, column: str) -> dict[str, str]:
+        """Readable labels of a coded column's values, from its code list (e.g. caravan's avg_age_class:
+        "3" -> "40-50 years"); empty when the column is not coded."""
+        labels = self.load_code_labels()
+        dictionary = self.load_data_dictionary()
+        code_list = dictionary.loc[dictionary["feature_name"] == column, "code_list"].dropna()
+        if labels is None or code_list.empty:
+            return {}
+        listed = labels[labels["code_list"] == code_list.iloc[0]]
+        return {str(code): str(label) for code, label in zip(listed["code"], listed["label"], strict=True)}
+
     def target_source(self) -> tuple[str, tuple[str, ...]]:
         """The export's target column and its allowed values, positive outcome first (e.g. Yes, No)."""
         row = self.load_data_dictionary().query("value_type == 'target'").iloc[0]
