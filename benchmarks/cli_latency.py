@@ -4,7 +4,8 @@
 
 Uses the platform of MLOPS_HOME (default var/): run `make run` once first. Prints, per read command,
 the median and worst wall time of `--repeat` calls (target: under 1 s), then starts `make run` and
-prints the time to its first line, to its first per-step progress line and to its end. Figures
+prints the time to its first line, to its first per-step progress line and to its end, and the read
+commands' wall times while that run holds the warehouse (they then read the registry's read copy). Figures
 depend on the machine's load: compare alternating runs, not runs hours apart.
 """
 
@@ -16,6 +17,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -50,11 +52,24 @@ def read_commands(warehouse: Path, use_case: str) -> dict[str, list[str]]:
     }
 
 
-def time_to_progress() -> None:
+def _read_while_running(commands: dict[str, list[str]], process: subprocess.Popen, results: dict) -> None:
+    """Call the read commands in turn while the run goes on (its steps hold the warehouse, so they
+    read either the warehouse or the registry's read copy): wall time, exit status, source."""
+    while process.poll() is None:
+        for name, arguments in commands.items():
+            started = time.perf_counter()
+            completed = subprocess.run(arguments, cwd=PROJECT, capture_output=True, text=True)
+            source = "read copy" if "read from the copy" in completed.stderr else "warehouse"
+            results.setdefault(name, []).append((time.perf_counter() - started, completed.returncode, source))
+
+
+def time_to_progress(commands: dict[str, list[str]]) -> None:
     started = time.perf_counter()
     process = subprocess.Popen(
         ["make", "run"], cwd=PROJECT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
+    during_run: dict[str, list] = {}
+    reader = threading.Thread(target=_read_while_running, args=(commands, process, during_run))
     first_line = first_step = None
     for line in process.stdout:
         now = time.perf_counter() - started
@@ -62,10 +77,21 @@ def time_to_progress() -> None:
             first_line = now
         if first_step is None and "] " in line and line.startswith("["):
             first_step = now
+            reader.start()  # from the first step on, the run opens the warehouse
     process.wait()
     total = time.perf_counter() - started
+    if reader.is_alive() or reader.ident:
+        reader.join()
     print(f"make run: first line after {first_line:.2f} s, first progress line after {first_step:.2f} s, ", end="")
     print(f"done after {total:.1f} s (exit {process.returncode})")
+    for name, calls in during_run.items():
+        times = [seconds for seconds, _, _ in calls]
+        failed = sum(1 for _, code, _ in calls if code != 0)
+        from_copy = sum(1 for _, _, source in calls if source == "read copy")
+        print(
+            f"  during the run: mlops {name:<11} {len(calls)} calls, wall median {statistics.median(times):.2f} s, "
+            f"worst {max(times):.2f} s; {from_copy} answered from the read copy, {failed} failed"
+        )
 
 
 def main() -> None:
@@ -79,7 +105,8 @@ def main() -> None:
     if not warehouse.exists():
         sys.exit(f"{warehouse}: no warehouse; run `make run` first")
     print(f"load average: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    for name, arguments in read_commands(warehouse, args.use_case).items():
+    commands = read_commands(warehouse, args.use_case)
+    for name, arguments in commands.items():
         times, cpu_times = [], []
         for _ in range(args.repeat):
             seconds, cpu, code = _timed(arguments)
@@ -93,7 +120,7 @@ def main() -> None:
             f"CPU median {statistics.median(cpu_times):.2f} s  [{verdict}]"
         )
     if not args.skip_run:
-        time_to_progress()
+        time_to_progress(commands)
 
 
 if __name__ == "__main__":

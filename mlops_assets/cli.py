@@ -278,22 +278,22 @@ def decide_on_model(args: argparse.Namespace) -> int:
     return code
 
 
-def _read_only_warehouse():
-    import duckdb
-
+def _read_only_warehouse(use_case: str):
+    """The warehouse read-only, or while a run holds it the registry's read copy (see read_only.py)."""
+    from mlops_assets.read_only import reading_connection
     from mlops_assets.settings import Settings
 
-    path = Settings.from_env().duckdb_path
-    if not path.exists():
-        raise SystemExit(f"{path}: no warehouse yet; run `mlops run` first")
-    return duckdb.connect(str(path), read_only=True)
+    settings = Settings.from_env()
+    return reading_connection(
+        settings.duckdb_path, settings.published_dir, use_case, lambda text: print(text, file=sys.stderr)
+    )
 
 
 def list_models(args: argparse.Namespace) -> int:
-    from mlops_assets.registry import models_overview
+    from mlops_assets.read_only import format_table, models_overview_rows
 
-    with _read_only_warehouse() as connection:
-        print(models_overview(connection, args.use_case).to_string(index=False))
+    with _read_only_warehouse(args.use_case) as connection:
+        print(format_table(*models_overview_rows(connection, args.use_case)))
     return 0
 
 
@@ -303,7 +303,7 @@ def show_model_card(args: argparse.Namespace) -> int:
 
     from mlops_assets.warehouse import table_exists
 
-    with _read_only_warehouse() as connection:
+    with _read_only_warehouse(args.use_case) as connection:
         card = None
         if table_exists(connection, args.use_case, "model_cards"):
             rows = connection.execute(
@@ -312,7 +312,8 @@ def show_model_card(args: argparse.Namespace) -> int:
                 [args.version],
             ).fetchall()
             card = rows[0][0] if rows else None
-        if card is None:
+        # Rendering a card needs the whole registry: the warehouse, not the read copy (it has the cards).
+        if card is None and not table_exists(connection, "main", "read_copy"):
             from mlops_assets.lifecycle import model_card
             from mlops_assets.registry import RegistryError
             from mlops_assets.use_cases import get_use_case
@@ -322,6 +323,9 @@ def show_model_card(args: argparse.Namespace) -> int:
             except (RegistryError, duckdb.Error) as error:
                 print(f"No model {args.version} in use case {args.use_case}: {error}", file=sys.stderr)
                 return 1
+    if card is None:
+        print(f"No model card of {args.version} in use case {args.use_case}", file=sys.stderr)
+        return 1
     print(card)
     return 0
 
@@ -330,14 +334,14 @@ def audit(args: argparse.Namespace) -> int:
     import json
 
     from mlops_assets.ml.fairness_summary import fairness_summary
-    from mlops_assets.registry import audit_customer
+    from mlops_assets.read_only import audit_rows
 
-    with _read_only_warehouse() as connection:
-        rows = audit_customer(connection, args.use_case, args.customer, args.date)
-    if rows.empty:
+    with _read_only_warehouse(args.use_case) as connection:
+        rows = audit_rows(connection, args.use_case, args.customer, args.date)
+    if not rows:
         print(f"No published score for customer {args.customer}" + (f" on {args.date}" if args.date else ""))
         return 1
-    for row in rows.itertuples(index=False):
+    for row in rows:
         reasons = json.loads(row.reasons) if row.reasons else []
         fairness = json.loads(row.fairness) if row.fairness else {}
         fairness_text = fairness_summary(fairness)

@@ -20,7 +20,7 @@ import duckdb
 import pandas as pd
 
 from mlops_assets.quality.rows import ColumnRule, find_outliers, find_row_problems, summarize_problems
-from mlops_assets.warehouse import table_exists
+from mlops_assets.warehouse import bounded_memory, table_exists
 
 LOAD_LOG_COLUMNS = """
     load_id varchar primary key, source_file varchar, source_format varchar, sha256 varchar,
@@ -343,7 +343,15 @@ def _reject_repeated_rows(
         )
 
 
-def load_source(
+def load_source(connection: duckdb.DuckDBPyConnection, **arguments) -> SourceLoad:
+    """Load an export in bounded memory (see `_load_source` for what a load does): DuckDB reads, checks
+    and writes it in SQL, spilling to disk above `MLOPS_LOAD_MEMORY_LIMIT` (default 1 GB), so a file
+    of any size loads without holding it in RAM (benchmarks/streaming_load.py)."""
+    with bounded_memory(connection):
+        return _load_source(connection, **arguments)
+
+
+def _load_source(
     connection: duckdb.DuckDBPyConnection,
     *,
     path: Path,
@@ -510,7 +518,8 @@ def load_source(
                 )
         connection.execute("commit")
     except BaseException:
-        connection.execute("rollback")
+        with contextlib.suppress(duckdb.Error):  # after a failed commit there is no transaction left
+            connection.execute("rollback")
         raise
     if rejected:
         raise SourceDataError(f"{path}: {message}")

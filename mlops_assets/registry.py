@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pandas as pd
 
+from mlops_assets.read_only import AUDIT_VIEW, audit_sql, models_overview_sql
 from mlops_assets.warehouse import table_exists
 
 if TYPE_CHECKING:  # LightGBM is imported only where an artefact is loaded: `mlops models` stays fast
@@ -235,34 +236,8 @@ def status_history(
 
 
 def models_overview(connection: duckdb.DuckDBPyConnection, schema: str) -> pd.DataFrame:
-    """Every model with its current status and its latest validation: the primary metric of the model
-    and of the champion it was compared with, on the same customers (`evaluation_set` says which),
-    the difference and its bootstrap interval, and the decision."""
-    return connection.execute(
-        f"""
-        with status as (
-            select model_version, status, actor, changed_at,
-                   row_number() over (partition by model_version order by event_seq desc) as latest
-            from {schema}.model_status_events
-        ),
-        validation as (
-            select *, row_number() over (partition by model_version order by validated_at desc) as latest
-            from {schema}.model_validations
-        )
-        select r.model_version, s.status, s.actor as status_by, s.changed_at as status_at, r.trained_at,
-               v.decision, v.champion_version as compared_with,
-               coalesce(json_extract_string(v.comparison, '$.set'), 'random_split') as evaluation_set,
-               v.evaluation_rows as evaluation_customers, v.primary_metric,
-               round(v.challenger_value, 4) as value, round(v.champion_value, 4) as champion_value,
-               round(v.difference, 4) as difference, round(v.difference_low, 4) as ci_low,
-               round(v.difference_high, 4) as ci_high,
-               json_extract_string(r.lineage, '$.trigger') as trigger
-        from {schema}.model_registry r
-        left join status s on s.model_version = r.model_version and s.latest = 1
-        left join validation v on v.model_version = r.model_version and v.latest = 1
-        order by r.trained_at, r.model_version
-        """
-    ).fetchdf()
+    """Every model with its status and latest validation (SQL shared with `mlops models`, read_only.py)."""
+    return connection.execute(models_overview_sql(schema)).fetchdf()
 
 
 def record_alert(
@@ -279,9 +254,6 @@ def record_alert(
         f"insert into {schema}.alerts values (?, ?, ?, ?, ?, ?, ?)",
         [uuid.uuid4().hex, kind, severity, message, json.dumps(details or {}, default=str), run_id, _now()],
     )
-
-
-AUDIT_VIEW = "customer_score_audit"
 
 
 def create_audit_view(connection: duckdb.DuckDBPyConnection, schema: str) -> None:
@@ -323,10 +295,5 @@ def audit_customer(
     connection: duckdb.DuckDBPyConnection, schema: str, customer_id: str, on_date: str | None = None
 ) -> pd.DataFrame:
     """Every score published for a customer (optionally on one date), with the full chain."""
-    where, parameters = "where customer_id = ?", [customer_id]
-    if on_date:
-        where += " and cast(published_at as date) = cast(? as date)"
-        parameters.append(on_date)
-    return connection.execute(
-        f"select * from {schema}.{AUDIT_VIEW} {where} order by published_at", parameters
-    ).fetchdf()
+    parameters = [customer_id, on_date] if on_date else [customer_id]
+    return connection.execute(audit_sql(schema, on_date), parameters).fetchdf()

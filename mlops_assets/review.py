@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import duckdb
 import pandas as pd
 
-from mlops_assets.warehouse import table_exists
+from mlops_assets.warehouse import rollback_quietly, table_exists
 
 REVIEWS_COLUMNS = """
     load_id varchar, source_file varchar, sha256 varchar, decision varchar, decided_by varchar,
@@ -65,7 +65,7 @@ def hold(connection: duckdb.DuckDBPyConnection, schema: str, load_id: str, polic
         )
         connection.execute("commit")
     except BaseException:
-        connection.execute("rollback")
+        rollback_quietly(connection)
         raise
     return status
 
@@ -92,7 +92,7 @@ def decide(
         )
         connection.execute("commit")
     except BaseException:
-        connection.execute("rollback")
+        rollback_quietly(connection)
         raise
     return source_file, sha256
 

@@ -22,7 +22,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 from mlops_assets.integrity import sign_model, signing_key
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.registry import register_model
-from mlops_assets.warehouse import table_exists, warehouse_connection
+from mlops_assets.warehouse import rollback_quietly, table_exists, warehouse_connection
 
 
 def table_metadata(
@@ -65,7 +65,7 @@ class _TransactionalDuckDbClient(DuckDbClient):
             try:
                 yield connection
             except BaseException:
-                connection.execute("rollback")
+                rollback_quietly(connection)
                 raise
             connection.execute("commit")
 
@@ -141,7 +141,7 @@ class ModelArtifactIOManager(dg.ConfigurableIOManager):
                 connection.execute(f"create or replace table {schema}.{table} as select * from artifact_row")
                 connection.execute("commit")
             except BaseException:
-                connection.execute("rollback")
+                rollback_quietly(connection)
                 raise
         context.add_output_metadata(
             {

@@ -28,6 +28,7 @@ from mlops_assets.registry import (
     record_validation,
 )
 from mlops_assets.use_cases import UseCase
+from mlops_assets.warehouse import rollback_quietly
 
 
 class ChampionConfig(dg.Config):
@@ -198,10 +199,10 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
                     record_model_card(connection, name, version, model_card(connection, use_case, version))
                 connection.execute("commit")
             except RegistryError as error:
-                connection.execute("rollback")
+                rollback_quietly(connection)
                 raise dg.Failure(description=str(error)) from error
             except BaseException:
-                connection.execute("rollback")
+                rollback_quietly(connection)
                 raise
             for kind, message, details in change.notifications:
                 # Retraining on unchanged data gives the champion's twin: expected, not a warning.

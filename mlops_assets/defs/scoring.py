@@ -15,6 +15,7 @@ from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.ml.explanations import explain_top_share
 from mlops_assets.ml.scoring import customers_of_latest_load, reason_table, score_customers, score_table
 from mlops_assets.publishing import drop_unpublished_history
+from mlops_assets.read_only import read_copy_path, write_read_copy
 from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
 
@@ -38,6 +39,19 @@ def _history_select(k: int) -> str:
                     else cast(to_json(list_filter([{reasons}], lambda r: r.feature is not null)) as varchar)
                end as reasons
         from scores_to_publish"""
+
+
+def refresh_read_copy(context, use_case_name: str, warehouse: Warehouse, publisher: ScorePublisher) -> str:
+    """After a publication: the registry's read copy for `mlops models/model-card/audit` while runs
+    hold the warehouse (read_only.py). The scores are already published, so a failure here does not
+    fail the run: it is logged, and the read commands keep the previous copy (they say how old it is)."""
+    try:
+        with warehouse.get_connection() as connection:
+            path = write_read_copy(connection, use_case_name, read_copy_path(publisher.published_dir, use_case_name))
+    except (duckdb.Error, OSError) as error:
+        context.log.warning(f"the registry's read copy was not refreshed (the previous one stays): {error}")
+        return f"not refreshed: {error}"
+    return str(path)
 
 
 def verify_before_scoring(context, use_case_name: str, model: ModelArtifact, warehouse: Warehouse, notifier) -> None:
@@ -250,9 +264,11 @@ def build_scoring_assets(use_case: UseCase) -> list:
                 raise
         finally:
             prepared.discard()
+        read_copy = refresh_read_copy(context, name, warehouse, publisher)
         return dg.MaterializeResult(
             metadata={
                 "path": dg.MetadataValue.path(str(path)),
+                "registry_read_copy": read_copy,
                 "model_version": model_version,
                 "dagster/row_count": len(customer_scores),
                 "dagster/column_schema": dg.TableSchema(

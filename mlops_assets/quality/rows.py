@@ -145,7 +145,8 @@ def find_row_problems(
 def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: list[ColumnRule]) -> None:
     """Create temp table `_outliers` (customer_id, column_name, value, robust_z) for kept rows.
 
-    Three scans whatever the number of columns: medians, then median absolute deviations, then flags.
+    Three scans whatever the number of columns (medians, then median absolute deviations, then flags),
+    except for loads so large that all columns' medians at once would not fit in memory (_aggregates).
     """
     numeric = [r for r in rules if r.data_type in ("integer", "float")]
     if not numeric:
@@ -160,14 +161,11 @@ def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: l
         for r, n in zip(numeric, names, strict=True)
     )
     connection.execute(f"create or replace temp table _numeric as select customer_id, {values} from {relation}")
-    medians = connection.execute("select " + ", ".join(f"median({n})" for n in names) + " from _numeric").fetchall()[0]
-    scales = connection.execute(
-        "select "
-        + ", ".join(
-            f"1.4826 * median(abs({n} - {m}))" if m is not None else "null" for n, m in zip(names, medians, strict=True)
-        )
-        + " from _numeric"
-    ).fetchall()[0]
+    medians = _aggregates(connection, [f"median({n})" for n in names])
+    scales = _aggregates(
+        connection,
+        [f"1.4826 * median(abs({n} - {m}))" if m is not None else "null" for n, m in zip(names, medians, strict=True)],
+    )
     flags = [
         f"{{'column_name': {_literal(r.column)}, 'value': {n}, 'robust_z': abs({n} - {m}) / {scale}}}"
         for r, n, m, scale in zip(numeric, names, medians, scales, strict=True)
@@ -191,6 +189,24 @@ def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: l
         """
     )
     connection.execute("drop table _numeric")
+
+
+# What the medians of one scan may hold: DuckDB's median keeps every value of its column in memory
+# (it cannot spill), so the medians of 10 columns of a 26M-row export (about 4 GB) failed a load under
+# its memory limit (warehouse.bounded_memory). Small loads still take one scan for all columns.
+MEDIAN_SCAN_BYTES = 256 * 1024**2
+
+
+def _aggregates(connection: duckdb.DuckDBPyConnection, expressions: list[str]) -> list:
+    """`select <expressions> from _numeric`, in as many scans as keep each one's medians within
+    MEDIAN_SCAN_BYTES (about 16 bytes per value)."""
+    rows = connection.execute("select count(*) from _numeric").fetchall()[0][0]
+    per_scan = max(1, MEDIAN_SCAN_BYTES // max(1, 16 * rows))
+    values: list = []
+    for start in range(0, len(expressions), per_scan):
+        batch = expressions[start : start + per_scan]
+        values += connection.execute("select " + ", ".join(batch) + " from _numeric").fetchall()[0]
+    return values
 
 
 def _problem_kind(reasons: pd.Series) -> pd.Series:
