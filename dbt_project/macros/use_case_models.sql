@@ -56,6 +56,7 @@
 {#- One row per usable customer of the latest load, typed and renamed after the data dictionary;
     rows quarantined at ingestion are left out; the target is 1/0, null when not known yet. -#}
 {%- set target = use_case_target(use_case) %}
+-- depends_on: {{ ref(use_case ~ '_data_dictionary') }} (read by the dictionary tests on this model)
 select
     cast(customer_id as varchar) as customer_id,
     {%- for column in use_case_columns(use_case) if column.meta.get('value_type') not in ('target', 'identifier') %}

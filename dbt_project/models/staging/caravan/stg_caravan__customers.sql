@@ -1,5 +1,9 @@
 {{ config(alias='stg_customers') }}
 
+-- The dictionary tests on this model (tests/generic/dictionary_rules.sql) read these seeds; as parents
+-- they are built with it, also when only this model and its upstream are selected.
+-- depends_on: {{ ref('caravan_data_dictionary') }} {{ ref('caravan_code_labels') }}
+
 -- One row per usable customer, typed, with the readable names of the data dictionary
 -- (seeds/caravan/caravan_data_dictionary.csv). Rows quarantined at ingestion are left out (they are
 -- listed with their reasons in caravan.quarantined_customers); the target is null for customers

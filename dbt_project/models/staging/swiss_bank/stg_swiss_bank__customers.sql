@@ -1,5 +1,9 @@
 {{ config(alias='stg_customers') }}
 
+-- The dictionary tests on this model (tests/generic/dictionary_rules.sql) read these seeds; as parents
+-- they are built with it, also when only this model and its upstream are selected.
+-- depends_on: {{ ref('swiss_bank_data_dictionary') }}
+
 -- One row per usable customer of the latest load, typed (flags as 0/1), with the age band used by
 -- the fairness check. Rows quarantined at ingestion are left out.
 
