@@ -297,6 +297,7 @@ def test_reviewer_approves_the_pending_model_and_the_published_scores_change(rev
     assert "num_leaves" in page.inner_text("#params")  # 15 against the use case's 7
     # Each version's decile lift and reliability chart side by side, with its fairness verdict.
     assert page.locator("#charts img").count() == 2 and page.inner_text("#charts").count("Fairness:") == 2
+    assert page.locator("table.fairness-groups").count() == 2 and "3 (40-50 years)" in page.inner_text("#charts")
     page.screenshot(path=review.shots / "04b-compare.png", full_page=True)
     page.goto(review.url + f"/compare/caravan?a={review.daves_model}&b={review.carols_model}")
     assert "never evaluated against each other" in page.inner_text("#same-customers")

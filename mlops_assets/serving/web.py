@@ -39,7 +39,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from markdown_it import MarkdownIt
 
-from mlops_assets.lifecycle import four_eyes_refusal, training_launcher
+from mlops_assets.lifecycle import four_eyes_refusal, group_label, training_launcher
 from mlops_assets.ml.fairness_summary import fairness_summary
 from mlops_assets.ml.plots import lift_and_calibration_chart
 from mlops_assets.registry import (
@@ -236,16 +236,20 @@ def version_facts(connection, schema: str, version: str) -> dict | None:
     }
 
 
-def validation_view(connection, schema: str, version: str) -> dict | None:
-    """A version's own latest validation for the compare page: decile lift and reliability chart, fairness."""
-    validation = latest_validation(connection, schema, version)
+def validation_view(connection, use_case, version: str) -> dict | None:
+    """A version's own latest validation for the compare page: decile lift and reliability chart, fairness
+    verdict and its groups (with their code labels)."""
+    validation = latest_validation(connection, use_case.name, version)
     if validation is None:
         return None
     report = _json(validation["report"]) or {}
+    labels = use_case.value_labels(use_case.fairness.attribute) if use_case.fairness else {}
+    groups = [{**row, "group": group_label(row["group"], labels)} for row in report.get("fairness_table") or []]
     return {
         "chart": _chart_uri(version, validation["report"]),
         "evaluation_set": report.get("evaluation_set") or validation.get("evaluation_set"),
         "fairness": _json(validation["fairness"]) or {},
+        "fairness_groups": groups,
     }
 
 
@@ -396,7 +400,7 @@ def build_review_router(service) -> APIRouter:
             if left is None or right is None:
                 raise HTTPException(404, f"{use_case}: no model version {a if left is None else b!r}")
             same = compared_on_same_customers(connection, use_case, a, b)
-            validations = validation_view(connection, use_case, a), validation_view(connection, use_case, b)
+            validations = validation_view(connection, definition, a), validation_view(connection, definition, b)
         params = sorted(set(left["params"]) | set(right["params"]))
         metrics = [m for m in left["metrics"] if m not in ("customers", "buyers")]
         return page(
