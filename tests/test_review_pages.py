@@ -296,7 +296,8 @@ def test_reviewer_approves_the_pending_model_and_the_published_scores_change(rev
     assert review.first_champion in same and "top decile lift (decides)" in same
     assert "num_leaves" in page.inner_text("#params")  # 15 against the use case's 7
     # Each version's decile lift and reliability chart side by side, with its fairness verdict.
-    assert page.locator("#charts img").count() == 2 and page.inner_text("#charts").count("Fairness:") == 2
+    assert page.locator("#charts svg.chart").count() == 4 and page.inner_text("#charts").count("Fairness:") == 2
+    assert page.locator("#charts svg.chart rect[height]").count() >= 20  # ten decile bars per version
     assert page.locator("table.fairness-groups").count() == 2 and "3 (40-50 years)" in page.inner_text("#charts")
     page.screenshot(path=review.shots / "04b-compare.png", full_page=True)
     page.goto(review.url + f"/compare/caravan?a={review.daves_model}&b={review.carols_model}")

@@ -17,7 +17,6 @@ imports Dagster, dbt and LightGBM, none of which belongs in a service answering 
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import os
@@ -28,7 +27,6 @@ import sys
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
 
@@ -41,7 +39,6 @@ from markdown_it import MarkdownIt
 
 from mlops_assets.lifecycle import four_eyes_refusal, group_label, training_launcher
 from mlops_assets.ml.fairness_summary import fairness_summary
-from mlops_assets.ml.plots import lift_and_calibration_chart
 from mlops_assets.registry import (
     AUDIT_VIEW,
     audit_customer,
@@ -246,21 +243,12 @@ def validation_view(connection, use_case, version: str) -> dict | None:
     labels = use_case.value_labels(use_case.fairness.attribute) if use_case.fairness else {}
     groups = [{**row, "group": group_label(row["group"], labels)} for row in report.get("fairness_table") or []]
     return {
-        "chart": _chart_uri(version, validation["report"]),
+        "deciles": report.get("deciles") or [],
+        "calibration": report.get("calibration") or [],
         "evaluation_set": report.get("evaluation_set") or validation.get("evaluation_set"),
         "fairness": _json(validation["fairness"]) or {},
         "fairness_groups": groups,
     }
-
-
-@lru_cache(maxsize=64)
-def _chart_uri(version: str, report_json: str) -> str | None:
-    """The chart as a data URI, drawn once per validation report (matplotlib takes a few hundred ms)."""
-    report = json.loads(report_json)
-    if not report.get("deciles") or not report.get("calibration"):
-        return None
-    png = lift_and_calibration_chart(pd.DataFrame(report["deciles"]), pd.DataFrame(report["calibration"]), version)
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def compared_on_same_customers(connection, schema: str, a: str, b: str) -> tuple[str, dict] | None:
