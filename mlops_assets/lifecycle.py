@@ -14,7 +14,7 @@ from mlops_assets.ml.calibration import is_calibrated, reliability_table
 from mlops_assets.ml.datasets import out_of_time_customers
 from mlops_assets.ml.evaluation import classification_metrics, decile_table
 from mlops_assets.ml.fairness import evaluate_fairness, fairness_table
-from mlops_assets.ml.fairness_summary import fairness_summary
+from mlops_assets.ml.fairness_summary import fairness_summary, fairness_verdict
 from mlops_assets.ml.model_card import METRIC_NAMES, fill_limitations, model_facts, render_model_card
 from mlops_assets.ml.promotion import REJECT, Decision, decide, paired_bootstrap
 from mlops_assets.registry import (
@@ -118,6 +118,7 @@ def validate_challenger(
         calibration_summary=calibration_summary,
         fairness_passed=fairness.passed,
         fairness_reasons=fairness.reasons,
+        fairness_verdict=fairness_verdict(fairness.record) if fairness.record else "not configured",
         policy=policy,
         evaluation_set=set_description,
     )

@@ -25,7 +25,7 @@ from playwright.sync_api import sync_playwright
 
 from mlops_assets.defs.jobs import LAUNCHED_BY_TAG, launcher_of, trigger_of
 from mlops_assets.lifecycle import four_eyes_refusal
-from mlops_assets.ml.fairness_summary import fairness_summary
+from mlops_assets.ml.fairness_summary import fairness_summary, fairness_verdict
 from mlops_assets.serving.config import ServingConfig, hash_api_key, hash_password, new_api_key, verify_password
 from mlops_assets.serving.process import ServiceProcess
 from mlops_assets.use_cases import get_use_case
@@ -190,6 +190,9 @@ def test_cli_audit_names_the_gated_fairness_ratio_and_its_bound():
     )
     evaluated = fairness_summary({**record, "passed": True, "equal_opportunity_ratio": 0.93})
     assert evaluated.startswith("passed on avg_age_class: true-positive-rate ratio 0.93 (gated, bound 0.8)")
+    ungated = {**record, "bounds": {"min_tpr_ratio": None, "min_selection_rate_ratio": None}, "passed": True}
+    assert fairness_verdict({**ungated, "equal_opportunity_ratio": 0.93}) == "reported only (no ratio is gated)"
+    assert fairness_verdict({**record, "passed": True, "equal_opportunity_ratio": float("nan")}).startswith("not eval")
     failed = fairness_summary({**record, "passed": False, "equal_opportunity_ratio": 0.61})
     assert failed.startswith("FAILED") and "ratio 0.61 (gated, bound 0.8)" in failed
     assert fairness_summary({}) == "no fairness gate"

@@ -28,8 +28,15 @@ def fairness_summary(fairness: dict) -> str:
         parts.append(f"{label} {shown} ({gate})")
     if not fairness.get("passed"):
         verdict = "FAILED"
-    elif gated and not evaluated:
+    elif not gated:
+        verdict = "reported only (no ratio is gated)"
+    elif not evaluated:
         verdict = "not evaluated (no gated ratio could be computed)"
     else:
         verdict = "passed"
     return f"{verdict} on {fairness.get('attribute')}: " + "; ".join(parts)
+
+
+def fairness_verdict(fairness: dict) -> str:
+    """The verdict alone: passed, FAILED, not evaluated (...), reported only (...), or no fairness gate."""
+    return fairness_summary(fairness).split(" on ", 1)[0]

@@ -194,6 +194,7 @@ def decide(
     calibration_summary: str,
     fairness_passed: bool,
     fairness_reasons: list[str],
+    fairness_verdict: str = "passed",
     policy: PromotionPolicy,
     evaluation_set: str = "",
 ) -> Decision:
@@ -221,7 +222,7 @@ def decide(
     gates["calibration"] = calibration_passed
     reasons.append(f"calibration {'passed' if calibration_passed else 'FAILED'}: {calibration_summary}")
     gates["fairness"] = fairness_passed
-    reasons.append("fairness check passed" if fairness_passed else "fairness: " + "; ".join(fairness_reasons))
+    reasons.append(f"fairness {fairness_verdict}" if fairness_passed else "fairness: " + "; ".join(fairness_reasons))
     if not all(gates.values()):
         failed = [name for name, passed in gates.items() if not passed]
         return Decision(REJECT, [f"failed gate(s): {', '.join(failed)}", *reasons], gates)
