@@ -104,6 +104,7 @@ def main() -> int:
                     "models (100 versions)": "/models/caravan",
                     "model (champion, card)": f"/models/caravan/{champion}",
                     "model (pending, review form)": f"/models/caravan/{copy}",
+                    "compare (charts, fairness groups)": f"/compare/caravan?a={copy}&b={champion}",
                     "audit lookup": f"/audit/caravan?customer={customer}",
                     "audit report (download)": f"/audit/caravan/report?customer={customer}",
                 }
