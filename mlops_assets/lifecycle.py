@@ -392,7 +392,7 @@ def model_card(connection: duckdb.DuckDBPyConnection, use_case: UseCase, model_v
     validation = latest_validation(connection, schema, model_version)
     report = json.loads(validation["report"]) if validation is not None else {}
     # A use case without a fairness section (e.g. fresh from `mlops new-use-case`) has no groups to label.
-    labels = use_case.value_labels(use_case.fairness.attribute) if use_case.fairness else {}
+    labels = use_case.fairness_group_labels()
     fairness_rows = [{**row, "group": group_label(row["group"], labels)} for row in report.get("fairness_table") or []]
     population_rows = report.get("population_fairness_table") or []
     limitations = fill_limitations(use_case.known_limitations, model_facts(artifact.metrics, artifact.lineage))

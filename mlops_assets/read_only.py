@@ -23,7 +23,7 @@ from types import SimpleNamespace
 
 import duckdb
 
-from mlops_assets.warehouse import table_exists
+from mlops_assets.warehouse import is_lock_conflict, table_exists
 
 AUDIT_VIEW = "customer_score_audit"
 READ_COPY_STORAGE_VERSION = "v1.0.0"
@@ -98,10 +98,6 @@ def read_copy_path(published_dir: Path, schema: str) -> Path:
     return Path(published_dir) / f"{schema}_registry.duckdb"
 
 
-def _warehouse_is_locked(error: duckdb.Error) -> bool:
-    return "lock" in str(error).lower()
-
-
 @contextmanager
 def reading_connection(warehouse: Path, published_dir: Path, schema: str, say) -> Iterator[duckdb.DuckDBPyConnection]:
     """The warehouse, read-only; while a run holds it, the read copy of the last publication (`say`
@@ -112,7 +108,7 @@ def reading_connection(warehouse: Path, published_dir: Path, schema: str, say) -
     try:
         connection = duckdb.connect(str(warehouse), read_only=True)
     except duckdb.IOException as error:
-        if not _warehouse_is_locked(error):
+        if not is_lock_conflict(error):
             raise SystemExit(f"{warehouse}: cannot be read: {str(error).splitlines()[0]}") from error
         if not copy.exists():
             raise SystemExit(

@@ -29,6 +29,11 @@ class WarehouseLockedError(RuntimeError):
     pass
 
 
+def is_lock_conflict(error: duckdb.Error) -> bool:
+    """DuckDB's "Could not set lock on file ... Conflicting lock is held": another process holds the file."""
+    return "lock" in str(error).lower()
+
+
 @contextmanager
 def warehouse_connection(
     database: str, *, attempts: int = 8, first_wait_seconds: float = 0.25
@@ -44,7 +49,7 @@ def warehouse_connection(
             connection = duckdb.connect(database, read_only=False, config=CONNECTION_CONFIG)
             break
         except duckdb.IOException as error:
-            if "lock" not in str(error).lower() or attempt == attempts:
+            if not is_lock_conflict(error) or attempt == attempts:
                 raise WarehouseLockedError(
                     f"{database}: cannot open the warehouse: {error}. Close other DuckDB sessions on "
                     "this file (readers should use the published files instead)."

@@ -4,12 +4,9 @@ Plain Python with no imports, so `mlops audit` stays light (it imports neither p
 """
 
 
-def fairness_summary(fairness: dict) -> str:
-    """Passed, failed or not evaluated, and each ratio with whether it is gated (and its bound) or only
-    reported. A gated ratio without a value (fewer than two groups large enough, see the notes) did not
-    judge the model: the verdict then says "not evaluated", never "passed"."""
-    if not fairness:
-        return "no fairness gate"
+def _ratios(fairness: dict) -> tuple[list[str], int, int]:
+    """Each ratio as text (value, gated with its bound or reported only), and how many are gated and
+    how many of those could be computed."""
     bounds = fairness.get("bounds") or {}
     parts, evaluated, gated = [], 0, 0
     for label, key, bound in (
@@ -26,17 +23,27 @@ def fairness_summary(fairness: dict) -> str:
         else:
             gate = "reported, not gated"
         parts.append(f"{label} {shown} ({gate})")
-    if not fairness.get("passed"):
-        verdict = "FAILED"
-    elif not gated:
-        verdict = "reported only (no ratio is gated)"
-    elif not evaluated:
-        verdict = "not evaluated (no gated ratio could be computed)"
-    else:
-        verdict = "passed"
-    return f"{verdict} on {fairness.get('attribute')}: " + "; ".join(parts)
+    return parts, gated, evaluated
 
 
 def fairness_verdict(fairness: dict) -> str:
-    """The verdict alone: passed, FAILED, not evaluated (...), reported only (...), or no fairness gate."""
-    return fairness_summary(fairness).split(" on ", 1)[0]
+    """passed, FAILED, not evaluated (a gated ratio without a value: fewer than two groups large
+    enough, see the notes; it did not judge the model, so never "passed"), reported only, or no gate."""
+    if not fairness:
+        return "no fairness gate"
+    _, gated, evaluated = _ratios(fairness)
+    if not fairness.get("passed"):
+        return "FAILED"
+    if not gated:
+        return "reported only (no ratio is gated)"
+    if not evaluated:
+        return "not evaluated (no gated ratio could be computed)"
+    return "passed"
+
+
+def fairness_summary(fairness: dict) -> str:
+    """The verdict and each ratio with whether it is gated (and its bound) or only reported."""
+    if not fairness:
+        return fairness_verdict(fairness)
+    parts, _, _ = _ratios(fairness)
+    return f"{fairness_verdict(fairness)} on {fairness.get('attribute')}: " + "; ".join(parts)

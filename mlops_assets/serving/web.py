@@ -233,14 +233,13 @@ def version_facts(connection, schema: str, version: str) -> dict | None:
     }
 
 
-def validation_view(connection, use_case, version: str) -> dict | None:
+def validation_view(connection, schema: str, version: str, labels: dict[str, str]) -> dict | None:
     """A version's own latest validation for the compare page: decile lift and reliability chart, fairness
     verdict and its groups (with their code labels)."""
-    validation = latest_validation(connection, use_case.name, version)
+    validation = latest_validation(connection, schema, version)
     if validation is None:
         return None
     report = _json(validation["report"]) or {}
-    labels = use_case.value_labels(use_case.fairness.attribute) if use_case.fairness else {}
     groups = [{**row, "group": group_label(row["group"], labels)} for row in report.get("fairness_table") or []]
     return {
         "deciles": report.get("deciles") or [],
@@ -388,7 +387,8 @@ def build_review_router(service) -> APIRouter:
             if left is None or right is None:
                 raise HTTPException(404, f"{use_case}: no model version {a if left is None else b!r}")
             same = compared_on_same_customers(connection, use_case, a, b)
-            validations = validation_view(connection, definition, a), validation_view(connection, definition, b)
+            labels = definition.fairness_group_labels()  # two CSV reads: once per page, not per version
+            validations = tuple(validation_view(connection, use_case, v, labels) for v in (a, b))
         params = sorted(set(left["params"]) | set(right["params"]))
         metrics = [m for m in left["metrics"] if m not in ("customers", "buyers")]
         return page(

@@ -265,6 +265,10 @@ class UseCase(BaseModel):
     def load_code_labels(self) -> pd.DataFrame | None:
         return pd.read_csv(resolve_project_path(self.code_labels)) if self.code_labels else None
 
+    def fairness_group_labels(self) -> dict[str, str]:
+        """Labels of the fairness attribute's groups (empty without a fairness section or code list)."""
+        return self.value_labels(self.fairness.attribute) if self.fairness else {}
+
     def value_labels(self, column: str) -> dict[str, str]:
         """Readable labels of a coded column's values, from its code list (e.g. caravan's avg_age_class:
         "3" -> "40-50 years"); empty when the column is not coded."""
