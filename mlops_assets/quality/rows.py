@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from mlops_assets.warehouse import memory_limit_bytes
+
 OUTLIER_ROBUST_Z = 5.0
 
 _TYPE_CHECKS = {
@@ -193,15 +195,17 @@ def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: l
 
 # What the medians of one scan may hold: DuckDB's median keeps every value of its column in memory
 # (it cannot spill), so the medians of 10 columns of a 26M-row export (about 4 GB) failed a load under
-# its memory limit (warehouse.bounded_memory). Small loads still take one scan for all columns.
+# its memory limit (warehouse.bounded_memory). At most a quarter of DuckDB's memory limit, so that a
+# smaller limit takes more scans. Small loads still take one scan for all columns.
 MEDIAN_SCAN_BYTES = 256 * 1024**2
 
 
 def _aggregates(connection: duckdb.DuckDBPyConnection, expressions: list[str]) -> list:
     """`select <expressions> from _numeric`, in as many scans as keep each one's medians within
-    MEDIAN_SCAN_BYTES (about 16 bytes per value)."""
+    MEDIAN_SCAN_BYTES and a quarter of the memory limit (about 16 bytes per value)."""
     rows = connection.execute("select count(*) from _numeric").fetchall()[0][0]
-    per_scan = max(1, MEDIAN_SCAN_BYTES // max(1, 16 * rows))
+    budget = min(MEDIAN_SCAN_BYTES, memory_limit_bytes(connection) // 4)
+    per_scan = max(1, budget // max(1, 16 * rows))
     values: list = []
     for start in range(0, len(expressions), per_scan):
         batch = expressions[start : start + per_scan]
