@@ -480,9 +480,8 @@ def _load_source(
     if id_column is None:
         _reject_repeated_rows(connection, path, columns, row_count, max_exact_duplicate_share)
     find_row_problems(connection, "_identified", rules, deduplicate_ids=id_column is not None)
-    problems = connection.execute("select * from _row_problems order by source_row").fetchdf()
-    quarantined_rows = int(problems["source_row"].nunique()) if len(problems) else 0
-    summary = summarize_problems(problems)
+    quarantined_rows = connection.execute("select count(distinct source_row) from _row_problems").fetchall()[0][0]
+    summary = summarize_problems(connection, "_row_problems")
     share = quarantined_rows / row_count
     rejected = share > max_quarantine_share
     message = (

@@ -193,3 +193,27 @@ def test_outlier_medians_in_one_scan_or_one_per_column_agree(large_export, monke
             rows.find_outliers(connection, "export", rules)
             flagged.append(connection.execute("select * from _outliers order by customer_id, column_name").fetchall())
     assert flagged[0] == flagged[1] and len(flagged[0]) > 0
+
+
+def test_problems_are_summarized_in_sql_per_column_and_kind_first_row_first():
+    """The summary groups in DuckDB (a file whose every row breaks a rule is never fetched whole)."""
+    with duckdb.connect() as connection:
+        connection.execute(
+            """create table problems as select * from (values
+                ('age', 2, 'b', null, 'missing'), ('age', 1, 'a', null, 'missing'),
+                ('balance', 3, 'c', 'x', '''x'' is not a number'),
+                ('age', 5, 'e', '2.5', '''2.5'' is not a whole number'),
+                ('customer_id', 4, 'd', 'd', 'duplicate customer id, superseded by row 9'),
+                ('canton', 6, 'f', 'it''s', '''it''s'' is not one of ZH/BE'),
+                ('age', 7, 'g', '130', '130 is outside 18..100')
+            ) as t(column_name, source_row, customer_id, raw_value, reason)"""
+        )
+        summary = rows.summarize_problems(connection, "problems", limit=3)
+        connection.execute("create table none_found as select * from problems limit 0")
+        assert rows.summarize_problems(connection, "none_found") == "no problems"
+    assert summary == (
+        "column age: 2 row(s) missing (first: data row 1, customer a, value None); "
+        "column balance: 1 row(s) is not a number (first: data row 3, customer c, value 'x'); "
+        "column customer_id: 1 row(s) duplicate customer id (superseded) (first: data row 4, customer d, value 'd'); "
+        "and 3 more kinds of problem"
+    )

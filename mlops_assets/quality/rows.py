@@ -213,34 +213,34 @@ def _aggregates(connection: duckdb.DuckDBPyConnection, expressions: list[str]) -
     return values
 
 
-def _problem_kind(reasons: pd.Series) -> pd.Series:
-    """'abc' is not a whole number -> is not a whole number; 60 is outside 0..9 -> is outside 0..9."""
-    kind = reasons.str.extract(r"^(?:'.*'|\S+) (is .*)$", expand=False).fillna(reasons)
-    return kind.str.replace(r"^duplicate customer id.*", "duplicate customer id (superseded)", regex=True)
+# A reason's kind: `'abc' is not a whole number` -> `is not a whole number` (the value left out).
+_KIND_PATTERN = _literal(r"^(?:'.*'|\S+) (is .*)$")
 
 
-def summarize_problems(problems: pd.DataFrame, limit: int = 5) -> str:
-    """Human summary: per column and kind of problem, how many rows and the first one."""
-    if problems.empty:
+def summarize_problems(connection: duckdb.DuckDBPyConnection, relation: str = "_row_problems", limit: int = 5) -> str:
+    """Human summary of `relation` (as find_row_problems makes it): per column and kind of problem
+    ('abc' is not a whole number -> is not a whole number), how many rows and the first one. Grouped
+    in SQL, so that a file whose every row breaks a rule is summarized without fetching its problems."""
+    kinds = connection.execute(
+        f"""select column_name, kind, count(distinct source_row) as rows, min(source_row) as first_row,
+                   arg_min({{'customer': customer_id, 'value': raw_value}}, source_row) as first,
+                   count(*) over () as kinds
+            from (select *, case when starts_with(reason, 'duplicate customer id')
+                                 then 'duplicate customer id (superseded)'
+                                 else coalesce(nullif(regexp_extract(reason, {_KIND_PATTERN}, 1), ''), reason)
+                            end as kind
+                  from {relation})
+            group by column_name, kind
+            order by rows desc, first_row, column_name, kind
+            limit {int(limit)}"""
+    ).fetchall()
+    if not kinds:
         return "no problems"
-    grouped = (
-        problems.assign(kind=_problem_kind(problems["reason"]))
-        .sort_values("source_row")
-        .groupby(["column_name", "kind"], sort=False)
-        .agg(
-            rows=("source_row", "nunique"),
-            first_row=("source_row", "first"),
-            customer=("customer_id", "first"),
-            value=("raw_value", "first"),
-        )
-        .reset_index()
-        .sort_values(["rows", "first_row"], ascending=[False, True])
-    )
     parts = [
-        f"column {g.column_name}: {g.rows} row(s) {g.kind} "
-        f"(first: data row {g.first_row}, customer {g.customer}, value {g.value!r})"
-        for g in grouped.head(limit).itertuples(index=False)
+        f"column {column}: {rows} row(s) {kind} "
+        f"(first: data row {first_row}, customer {first['customer']}, value {first['value']!r})"
+        for column, kind, rows, first_row, first, _ in kinds
     ]
-    if len(grouped) > limit:
-        parts.append(f"and {len(grouped) - limit} more kinds of problem")
+    if kinds[0][5] > limit:
+        parts.append(f"and {kinds[0][5] - limit} more kinds of problem")
     return "; ".join(parts)
