@@ -75,6 +75,7 @@ def load(csv_path: Path, home: Path) -> None:
             id_column=use_case.source.id_column,
             id_prefix=use_case.source.id_prefix,
         )
+        stored = connection.execute("select count(*) from swiss_bank.raw_customers").fetchall()[0][0]
         settings = {
             "load memory_limit": warehouse.LOAD_MEMORY_LIMIT,  # the load's; reset to DuckDB's default after it
             "temp_directory": connection.execute("select current_setting('temp_directory')").fetchall()[0][0],
@@ -84,6 +85,7 @@ def load(csv_path: Path, home: Path) -> None:
         json.dumps(
             {
                 "rows": result.row_count,
+                "rows_stored": stored,
                 "quarantined_rows": result.quarantined_rows,
                 "seconds": seconds,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -141,7 +143,8 @@ def main() -> None:
         figures = json.loads(stdout.strip().splitlines()[-1])
         verdict = "met" if figures["peak_rss_mb"] < 3 * 1024 else "NOT met"
         print(
-            f"load: {figures['rows']:,} rows ({figures['quarantined_rows']} quarantined) in {figures['seconds']:.0f} s "
+            f"load: {figures['rows']:,} rows read, {figures['rows_stored']:,} in swiss_bank.raw_customers "
+            f"({figures['quarantined_rows']} quarantined) in {figures['seconds']:.0f} s "
             f"({size / 1e6 / figures['seconds']:.0f} MB/s), peak RSS {figures['peak_rss_mb']:,.0f} MB "
             f"(goal < 3 GB: {verdict}); DuckDB {figures['duckdb']}, spilled up to {spill_peak / 1e9:.1f} GB; {machine}"
         )
