@@ -218,20 +218,20 @@ _KIND_PATTERN = _literal(r"^(?:'.*'|\S+) (is .*)$")
 
 
 def summarize_problems(connection: duckdb.DuckDBPyConnection, relation: str = "_row_problems", limit: int = 5) -> str:
-    """Human summary of `relation` (as find_row_problems makes it): per column and kind of problem
+    """Human summary of table `relation` (as find_row_problems makes it): per column and kind of problem
     ('abc' is not a whole number -> is not a whole number), how many rows and the first one. Grouped
     in SQL, so that a file whose every row breaks a rule is summarized without fetching its problems."""
     kinds = connection.execute(
         f"""select column_name, kind, count(distinct source_row) as rows, min(source_row) as first_row,
                    arg_min({{'customer': customer_id, 'value': raw_value}}, source_row) as first,
                    count(*) over () as kinds
-            from (select *, case when starts_with(reason, 'duplicate customer id')
+            from (select *, rowid as position, case when starts_with(reason, 'duplicate customer id')
                                  then 'duplicate customer id (superseded)'
                                  else coalesce(nullif(regexp_extract(reason, {_KIND_PATTERN}, 1), ''), reason)
                             end as kind
                   from {relation})
             group by column_name, kind
-            order by rows desc, first_row, column_name, kind
+            order by rows desc, first_row, min(position)  -- ties: in the data dictionary's column order
             limit {int(limit)}"""
     ).fetchall()
     if not kinds:
