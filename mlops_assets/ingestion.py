@@ -736,6 +736,11 @@ def _load_outcomes(
             f"{path}: {count} row(s) without a customer id or with an outcome not in {'/'.join(allowed_values)} "
             f"(first: data row {first_row}, column {column}, value {value if customer else None!r})"
         )
+    # Counted before the append: after its commit nothing may fail (a failure says nothing changed).
+    positives = ", ".join(sql_literal(v) for v in (positive_values or allowed_values[:1]))
+    buyers, distinct = connection.execute(
+        f"select count(*) filter (where outcome in ({positives})), count(distinct customer_id) from _outcomes"
+    ).fetchall()[0]
     connection.execute("begin transaction")
     try:
         ensure_outcomes_table(connection, schema, target_column)
@@ -758,10 +763,6 @@ def _load_outcomes(
         with contextlib.suppress(duckdb.Error):
             connection.execute("rollback")
         raise
-    positives = ", ".join(sql_literal(v) for v in (positive_values or allowed_values[:1]))
-    buyers, distinct = connection.execute(
-        f"select count(*) filter (where outcome in ({positives})), count(distinct customer_id) from _outcomes"
-    ).fetchall()[0]
     return OutcomeLoad(
         load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at, repeated_outcomes=distinct - appended
     )
