@@ -447,3 +447,33 @@ def test_a_load_out_of_memory_is_the_machines_problem_said_so_and_changes_nothin
             "select kind, message from caravan.alerts where message like ?", [f"%{path.name}%"]
         ).fetchall()
     assert [kind for kind, _ in alerts] == ["load_resources"]
+
+
+def test_an_unreadable_export_is_named_and_changes_nothing(platform, tmp_path, monkeypatch):
+    """A file the pipeline may not read (mode 000). As root the kernel allows the read anyway, so there
+    the operating system's refusal is injected where the loader first opens the file."""
+    import builtins
+    import os
+
+    from mlops_assets import ingestion
+
+    bundled = pd.read_csv(Path(__file__).parents[1] / "data/caravan/caravan.csv")
+    path = _csv(bundled, tmp_path / "locked_export.csv")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # running as root
+
+        def refusing_open(file, *arguments, **options):
+            if Path(file) == path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return builtins.open(file, *arguments, **options)
+
+        monkeypatch.setattr(ingestion, "open", refusing_open, raising=False)
+    before = _state(platform)
+    result = platform.run(
+        run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(path)}}}}, raise_on_error=False
+    )
+    assert not result.success
+    message = failure_messages(result)
+    assert f"{path}: source file cannot be read" in message and "Permission denied" in message, message
+    monkeypatch.undo()
+    assert _state(platform) == before
