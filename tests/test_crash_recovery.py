@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -35,9 +36,13 @@ def _environment(home: Path) -> dict[str, str]:
     return {**os.environ, "MLOPS_HOME": str(home / "var"), "DAGSTER_HOME": str(dagster_home)}
 
 
-def _kill_run_when(environment: dict, seen) -> str:
-    """Start `mlops run --verbose` in its own session; SIGKILL the group once `seen(line)` is true for
-    an output line (or returns true when polled). Returns what triggered the kill."""
+def _no_core_dumps() -> None:
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _kill_run_when(environment: dict, seen, kill_signal: int = signal.SIGKILL) -> str:
+    """Start `mlops run --verbose` in its own session; signal the group (SIGKILL by default) once
+    `seen(line)` is true for an output line (or returns true when polled). Returns what triggered it."""
     process = subprocess.Popen(
         [MLOPS, "run", "--verbose"],
         cwd=PROJECT,
@@ -46,13 +51,14 @@ def _kill_run_when(environment: dict, seen) -> str:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_no_core_dumps,  # SIGABRT would otherwise leave a core file behind
     )
     trigger: list[str] = []
 
     def kill(reason: str) -> None:
         if not trigger:
             trigger.append(reason)
-            os.killpg(process.pid, signal.SIGKILL)
+            os.killpg(process.pid, kill_signal)
 
     def watch_files() -> None:
         while process.poll() is None and not trigger:
@@ -71,8 +77,12 @@ def _kill_run_when(environment: dict, seen) -> str:
     process.wait(timeout=RUN_TIMEOUT_SECONDS)
     watcher.join()
     assert trigger, "the run ended before the kill point:\n" + "".join(output[-30:])
-    assert process.returncode == -signal.SIGKILL
+    assert process.returncode == -kill_signal
     return trigger[0]
+
+
+def _training_set_done(line: str | None) -> bool:
+    return line is not None and "] done" in line and "caravan__training_set (" in line
 
 
 def _run(environment: dict, *arguments: str) -> subprocess.CompletedProcess:
@@ -95,8 +105,12 @@ def test_killed_runs_are_recovered_and_the_next_run_completes(tmp_path):
     # 1. Mid-dbt: killed while dbt writes the incremental customer history (dbt dies with the group).
     _kill_run_when(environment, lambda line: line is not None and "START sql incremental model" in line)
 
-    # 2. Mid-publication: killed while the new published file is being written. This run must first
+    # 2. Mid-training, as LightGBM aborting the process does (SIGABRT, exit status 134 in a shell): the
+    #    progress line of the training set is printed while the model trains. This run must first
     #    recover run 1 (else it would wait for its pool slot forever and never get here).
+    _kill_run_when(environment, _training_set_done, signal.SIGABRT)
+
+    # 3. Mid-publication: killed while the new published file is being written, after recovering run 2.
     def publication_being_written(line):
         if line is not None or not published.exists():
             return None
@@ -106,7 +120,7 @@ def test_killed_runs_are_recovered_and_the_next_run_completes(tmp_path):
     _kill_run_when(environment, publication_being_written)
     assert [p for p in published.iterdir() if ".tmp" in p.name], "the kill left no temporary file to clean"
 
-    # 3. The next run recovers run 2 and completes.
+    # 4. The next run recovers run 3 and completes.
     finished = _run(environment, "run", "--json")
     assert finished.returncode == 0, finished.stderr[-3000:] + finished.stdout[-3000:]
     summary = json.loads(finished.stdout[finished.stdout.index("{") :])
