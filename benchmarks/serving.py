@@ -1,6 +1,6 @@
 """Bounded load on the scoring service over loopback: latency percentiles and throughput.
 
-    .venv/bin/python benchmarks/serving.py [--home DIR] [--seconds 8] [--concurrency 1 8 32]
+    .venv/bin/python benchmarks/serving.py [--home DIR] [--seconds 8] [--concurrency 1 8 32] [--port N]
 
 Runs the caravan pipeline into a temporary home (or uses --home, a platform home with published
 scores and exported models), starts `mlops serve` on a free loopback port, and for lookup and for score
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="an existing platform home (default: run the pipeline first)")
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--port", type=int, help="loopback port of the service (default: a free one)")
     parser.add_argument("--republish-loop", nargs=2, metavar=("HOME", "STOP_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.republish_loop:
@@ -157,7 +158,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     lookups = list(rng.choice(customers, size=2000))
 
-    service = ServiceProcess(home, config, scratch / "service.log")
+    service = ServiceProcess(home, config, scratch / "service.log", port=args.port)
     rows = []
     try:
         service.wait_until_ready()
