@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import BaseModel, Field
 
 from mlops_assets.ml.explanations import top_reasons
-from mlops_assets.ml.training import predict_proba
+from mlops_assets.ml.training import predict_proba, prepare_features
 from mlops_assets.serving.config import ApiKey, ServingConfig
 from mlops_assets.serving.features import FeatureSql, OnlineFeatures, RecordError, compile_feature_sql
 from mlops_assets.serving.records import RequestLog
@@ -281,6 +281,7 @@ def score_with(model: ServedModel, features: pd.DataFrame) -> np.ndarray:
         model.artifact.features,
         model.artifact.score_offset,
         calibration=model.artifact.calibration,
+        num_threads=1,  # a request's few records: one thread (requests run in parallel threads)
     )
 
 
@@ -460,8 +461,12 @@ def create_app(
                 ]
             ) from error
         customer_ids = features["customer_id"].tolist()
-        champion_scores = score_with(models.champion, features)
-        shadow_scores = {m.version: score_with(m, features) for m in models.shadows}
+        # Each model's inputs prepared once, for its scores and its reasons.
+        prepared = {
+            m.version: prepare_features(features, m.artifact.features) for m in (models.champion, *models.shadows)
+        }
+        champion_scores = score_with(models.champion, prepared[models.champion.version])
+        shadow_scores = {m.version: score_with(m, prepared[m.version]) for m in models.shadows}
         challenger = models.challenger
         share = service.config.canary_share(use_case)
         canary = np.array(
@@ -477,7 +482,7 @@ def create_app(
         for model, mask in ((models.champion, ~canary), (challenger, canary)):
             if model is not None and mask.any():
                 for position, found in zip(
-                    np.flatnonzero(mask), _reasons_with(model, features[mask], readable, k), strict=True
+                    np.flatnonzero(mask), _reasons_with(model, prepared[model.version][mask], readable, k), strict=True
                 ):
                     reasons[position] = found
         results = [
@@ -491,12 +496,13 @@ def create_app(
             for i, customer_id in enumerate(customer_ids)
         ]
         inputs = [m.name for m in models.champion.artifact.features]
+        input_rows = features[inputs].to_numpy(dtype=object)
         request.state.record.update(
             {
                 "records": [
                     {
                         "customer_id": customer_id,
-                        "features": {name: _plain(features[name].iloc[i]) for name in inputs},
+                        "features": {name: _plain(value) for name, value in zip(inputs, input_rows[i], strict=True)},
                         "answered_by": results[i].model_version,
                         "probability": results[i].probability,
                         "champion": {
