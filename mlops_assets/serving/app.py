@@ -302,6 +302,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        for features in service.features.values():
+            features.warm_up()  # prepare the feature statement now, not in the first requests
         service.watcher.start()
         yield
         # Graceful shutdown: uvicorn has stopped accepting and waited for requests in flight.
