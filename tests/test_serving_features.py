@@ -8,6 +8,8 @@ completed caravan pipeline and build features in process, so many request shapes
 from __future__ import annotations
 
 import random
+import threading
+import time
 from datetime import datetime
 
 import duckdb
@@ -18,6 +20,8 @@ from mlops_assets.integrity import signing_key
 from mlops_assets.serving.app import score_with
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
 from mlops_assets.serving.features import OnlineFeatures, RecordError, compile_feature_sql
+from mlops_assets.serving.scoring import Scorer
+from mlops_assets.serving.state import ModelSet, ServedUseCase
 from mlops_assets.use_cases import get_use_case
 
 LOADED_AT = datetime(2026, 11, 26, 9, 30, 0, 123456)
@@ -107,3 +111,103 @@ def test_text_that_is_sql_stays_data_and_bad_values_name_record_and_field(carava
     with pytest.raises(RecordError) as raised:
         features.build([records[first], {**records[second], "MOSTYPE": "1e400"}], LOADED_AT)
     assert [(i, field) for i, field, _ in raised.value.problems] == [(1, "MOSTYPE")]
+
+
+def _scorer(caravan, connections: int) -> Scorer:
+    features, _, _, champion, _ = caravan
+    use_case = get_use_case("caravan")
+    served = ServedUseCase("caravan", models=ModelSet(("test",), champion, (), "now"))
+    return Scorer(
+        "caravan",
+        OnlineFeatures(use_case, features.sql, connections=connections),
+        served,
+        canary_share=lambda: 0.0,
+        readable_names=use_case.readable_names(),
+        reasons_per_customer=3,
+    )
+
+
+def test_concurrent_requests_are_scored_together_with_the_answers_they_get_alone(caravan, monkeypatch):
+    _, _, records, _, published = caravan
+    scorer = _scorer(caravan, connections=1)
+    customer_ids = sorted(records)[30:60]
+    requests = [[records[c] for c in customer_ids[i : i + 3]] for i in range(0, 30, 3)]
+    requests.append([records[customer_ids[3]]])  # the same customer as request 1: never in one batch with it
+    alone = [scorer.score_alone(request) for request in requests]
+
+    batches, release = [], threading.Event()
+    score_alone = scorer.score_alone
+
+    def recorded(records_of_batch):
+        batches.append([r["customer_id"] for r in records_of_batch])
+        if len(batches) == 1:
+            release.wait(10)  # hold the only connection while the other requests arrive
+        return score_alone(records_of_batch)
+
+    monkeypatch.setattr(scorer, "score_alone", recorded)
+    answers = [None] * len(requests)
+
+    def client(i):
+        answers[i] = scorer.score(requests[i])
+
+    threads = [threading.Thread(target=client, args=(0,))]
+    threads[0].start()
+    _wait_until(lambda: batches)
+    threads += [threading.Thread(target=client, args=(i,)) for i in range(1, len(requests))]
+    for thread in threads[1:]:
+        thread.start()
+    _wait_until(lambda: len(scorer._pending) == len(requests) - 1)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    # The first request alone, the nine others together, the repeated customer in a batch of its own.
+    assert [len(batch) for batch in batches] == [3, 27, 1]
+    for got, expected, request in zip(answers, alone, requests, strict=True):
+        assert got.customer_ids == [r["customer_id"] for r in request]
+        assert list(got.answered) == list(expected.answered) == list(published.loc[got.customer_ids])
+        assert got.reasons == expected.reasons and (got.inputs == expected.inputs).all()
+
+
+def test_a_request_failing_in_a_batch_gets_its_own_error_and_the_others_their_scores(caravan, monkeypatch):
+    _, _, records, _, published = caravan
+    scorer = _scorer(caravan, connections=1)
+    customer_ids = sorted(records)[60:66]
+    score_alone, release, calls = scorer.score_alone, threading.Event(), []
+
+    def failing(records_of_batch):
+        calls.append(len(records_of_batch))
+        if len(calls) == 1:
+            release.wait(10)
+        if any(r["customer_id"] == customer_ids[3] for r in records_of_batch):
+            raise RuntimeError("feature statement failed")
+        return score_alone(records_of_batch)
+
+    monkeypatch.setattr(scorer, "score_alone", failing)
+    outcomes = {}
+
+    def client(customer_id):
+        try:
+            outcomes[customer_id] = scorer.score([records[customer_id]]).answered[0]
+        except RuntimeError as error:
+            outcomes[customer_id] = error
+
+    threads = [threading.Thread(target=client, args=(customer_ids[0],))]
+    threads[0].start()
+    _wait_until(lambda: calls)
+    threads += [threading.Thread(target=client, args=(c,)) for c in customer_ids[1:]]
+    for thread in threads[1:]:
+        thread.start()
+    _wait_until(lambda: len(scorer._pending) == 5)
+    release.set()
+    for thread in threads:
+        thread.join(30)
+    assert calls == [1, 5, 1, 1, 1, 1, 1]  # the batch of five failed, then each of its requests alone
+    assert isinstance(outcomes.pop(customer_ids[3]), RuntimeError)
+    assert outcomes == {c: published[c] for c in outcomes}
+
+
+def _wait_until(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met within the timeout"
+        time.sleep(0.01)

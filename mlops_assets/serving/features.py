@@ -364,16 +364,20 @@ class OnlineFeatures:
             (row - 1, self.id_column if column == "customer_id" else column, reason) for row, column, reason in problems
         ]
 
-    def build(self, records: list[dict], loaded_at: datetime) -> pd.DataFrame:
-        """The mart rows of `records`, in request order (RecordError for values breaking the rules)."""
-        self.check_fields(records)
-        texts = [
+    def texts(self, records: list[dict]) -> list[dict]:
+        """Records as the export's text (customer_id and every source column; None where missing)."""
+        return [
             {
                 "customer_id": str(r[self.id_column]),
                 **{c: None if r.get(c) is None else _as_text(r.get(c)) for c in self.source_columns},
             }
             for r in records
         ]
+
+    def build(self, records: list[dict], loaded_at: datetime) -> pd.DataFrame:
+        """The mart rows of `records`, in request order (RecordError for values breaking the rules)."""
+        self.check_fields(records)
+        texts = self.texts(records)
         with self._connection() as prepared:
             if not self.surely_valid(texts):
                 self._raise_problems(prepared.connection, texts)
