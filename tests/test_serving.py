@@ -26,12 +26,12 @@ from conftest import make_harness
 
 from mlops_assets.integrity import ArtifactTamperedError, recorded_signature, signing_key
 from mlops_assets.ml.artifacts import artifact_sha256
-from mlops_assets.serving.app import canary_bucket, score_with
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
 from mlops_assets.serving.config import ServingConfig, hash_api_key, new_api_key
 from mlops_assets.serving.features import OnlineFeatures, RecordError, compile_feature_sql
 from mlops_assets.serving.process import ServiceProcess
 from mlops_assets.serving.records import RequestLog, alerts_path, requests_dir
+from mlops_assets.serving.scoring import canary_bucket, score_with
 from mlops_assets.synthetic.swiss_bank import write_parquet
 from mlops_assets.use_cases import get_use_case
 

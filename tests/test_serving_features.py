@@ -17,10 +17,9 @@ import pandas as pd
 import pytest
 
 from mlops_assets.integrity import signing_key
-from mlops_assets.serving.app import score_with
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
 from mlops_assets.serving.features import OnlineFeatures, RecordError, compile_feature_sql
-from mlops_assets.serving.scoring import Scorer
+from mlops_assets.serving.scoring import Scorer, score_with
 from mlops_assets.serving.state import ModelSet, ServedUseCase
 from mlops_assets.use_cases import get_use_case
 

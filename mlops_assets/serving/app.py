@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from mlops_assets.serving.config import ApiKey, ServingConfig
 from mlops_assets.serving.features import FeatureSql, OnlineFeatures, RecordError, compile_feature_sql
 from mlops_assets.serving.records import RequestLog
-from mlops_assets.serving.scoring import NoChampionError, Scorer, canary_bucket, score_with  # noqa: F401 (re-exported)
+from mlops_assets.serving.scoring import NoChampionError, Scorer
 from mlops_assets.serving.state import ServedUseCase, Watcher, frame_reasons
 from mlops_assets.serving.web import install_review_pages
 from mlops_assets.settings import Settings

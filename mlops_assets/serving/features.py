@@ -166,10 +166,6 @@ class _PreparedConnection:
     channel: _RequestChannel
 
 
-def _sql_text(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 class OnlineFeatures:
     """Turns request records (raw export columns) into the mart's feature rows with the use case's dbt SQL.
 
@@ -184,8 +180,9 @@ class OnlineFeatures:
     re-optimizes a prepared statement on every execution when it reads a table or a variable (measured
     with DuckDB 2.0: 25-50 ms per execution, as much as preparing it), SQL `EXECUTE` takes no bound
     parameters, and the Python API has no prepared-statement handle. A function with side effects is
-    evaluated on every execution and keeps the prepared plan. The records are data (JSON values parsed by
-    `from_json` into the typed columns of `raw_customers`); nothing a caller sends becomes SQL text.
+    evaluated on every execution and keeps the prepared plan. The records are data (a JSON array of rows
+    parsed by `from_json`, then cast to raw_customers' column types); nothing a caller sends becomes SQL
+    text.
 
     DuckDB connections are not meant for concurrent use: the service keeps a small pool of in-memory
     connections (one per core by default), each with its own prepared statement; a request borrows one.
