@@ -11,6 +11,7 @@ from functools import cache
 
 import dagster as dg
 
+from mlops_assets.dagster_sqlite import relax_dagster_sqlite_sync
 from mlops_assets.defs.features import build_dbt_steps
 from mlops_assets.defs.ingestion import build_ingestion_assets
 from mlops_assets.defs.jobs import (
@@ -110,6 +111,7 @@ def _use_case_group(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 @cache
 def _every_use_case() -> dg.Definitions:
+    relax_dagster_sqlite_sync()  # the processes `dagster dev` starts for runs write the event log too
     return build_definitions()
 
 
