@@ -8,11 +8,13 @@ under a client loop (hot swap), a tampered artefact, a rollback, and a graceful 
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import shutil
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +28,7 @@ from conftest import make_harness
 
 from mlops_assets.integrity import ArtifactTamperedError, recorded_signature, signing_key
 from mlops_assets.ml.artifacts import artifact_sha256
+from mlops_assets.serving.app import keep_out_of_garbage_collection
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
 from mlops_assets.serving.config import ServingConfig, hash_api_key, new_api_key
 from mlops_assets.serving.features import OnlineFeatures, RecordError, compile_feature_sql
@@ -535,3 +538,22 @@ def test_request_log_fsyncs_in_the_background_and_on_close(tmp_path, monkeypatch
     ]
     assert [line["request_id"] for line in lines] == ["a", "b"]
     assert len(synced_by) >= 2 and not log._syncer.is_alive()
+
+
+def test_frozen_objects_leave_the_collector_and_a_full_pass_frees_their_cycles():
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.itself = cycle
+    alive = weakref.ref(cycle)
+    try:
+        keep_out_of_garbage_collection()
+        assert gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen: a normal collection does not look at it
+        keep_out_of_garbage_collection(full=True)
+        assert alive() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

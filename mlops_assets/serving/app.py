@@ -13,6 +13,7 @@ Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
 
 # No `from __future__ import annotations`: FastAPI must see the dependency types of the endpoints,
 # which are closures of create_app.
+import gc
 import json
 import logging
 import time
@@ -232,6 +233,23 @@ class ServingMiddleware:
             self.service.request_log.record(use_case, {**entry, "use_case": use_case, **state.get("record", {})})
 
 
+# A full collection is needed now and then: cyclic garbage among frozen objects is only found by one
+# (measured: 9 objects left per dropped score snapshot and model).
+FULL_COLLECTION_EVERY_SWAPS = 50
+
+
+def keep_out_of_garbage_collection(full: bool = False) -> None:
+    """Move everything alive now (modules, snapshots, models, prepared connections) out of the cyclic
+    garbage collector's view (gc.freeze). Python's full collections otherwise traverse all of it: 210-370
+    ms for the service's ~180,000 objects on this machine, a pause of every request in flight (after
+    freezing: well under 1 ms). Objects still go away when their last reference does; `full` first
+    collects everything once, for the cyclic garbage frozen objects can leave behind."""
+    if full:
+        gc.unfreeze()
+        gc.collect()
+    gc.freeze()
+
+
 class Service:
     """Everything the endpoints share: configuration, snapshots, features, the request log, metrics."""
 
@@ -264,10 +282,13 @@ class Service:
         self.request_log = RequestLog(settings.home)
         self.watcher = Watcher(settings.home, settings.published_dir, self.use_cases, config.watch_interval_seconds)
         self.watcher.on_swap = self._swapped
+        self.swaps = 0
 
     def _swapped(self, use_case: str, kind: str, version: str) -> None:
         self.metrics.swaps.labels(use_case, kind).inc()
         self.metrics.serving(self.use_cases[use_case])
+        self.swaps += 1
+        keep_out_of_garbage_collection(full=self.swaps % FULL_COLLECTION_EVERY_SWAPS == 0)
 
     def served(self, use_case: str) -> ServedUseCase:
         served = self.use_cases.get(use_case)
@@ -290,6 +311,7 @@ def create_app(
         for features in service.features.values():
             features.warm_up()  # prepare the feature statement now, not in the first requests
         service.watcher.start()
+        keep_out_of_garbage_collection()
         yield
         # Graceful shutdown: uvicorn has stopped accepting and waited for requests in flight.
         service.watcher.stop()
