@@ -12,6 +12,7 @@ import csv
 import gzip
 import hashlib
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,8 +20,9 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 
+from mlops_assets import warehouse
 from mlops_assets.quality.rows import ColumnRule, find_outliers, find_row_problems, summarize_problems
-from mlops_assets.warehouse import bounded_memory, table_exists
+from mlops_assets.warehouse import LOAD_MEMORY_LIMIT_VARIABLE, bounded_memory, table_exists
 
 LOAD_LOG_COLUMNS = """
     load_id varchar primary key, source_file varchar, source_format varchar, sha256 varchar,
@@ -60,6 +62,37 @@ class CsvDialect:
 
 class SourceDataError(ValueError):
     """A source export that cannot be loaded; the message names the file and what is wrong."""
+
+
+class LoadResourceError(RuntimeError):
+    """A load that ran out of memory or of spill space: the machine's problem, not the file's. The
+    message names the file, the memory limit and the setting to raise; nothing was loaded or changed."""
+
+
+def _is_resource_error(error: duckdb.Error) -> bool:
+    return isinstance(error, duckdb.OutOfMemoryException) or "no space left on device" in str(error).lower()
+
+
+@contextlib.contextmanager
+def _resource_errors_reported(connection: duckdb.DuckDBPyConnection, path: Path) -> Iterator[None]:
+    """Turn DuckDB running out of memory (or of disk for its spill files) during a load into a
+    LoadResourceError that says so, instead of a data error or DuckDB's raw text. Used inside
+    bounded_memory, so the limit and spill folder named are the load's."""
+    try:
+        yield
+    except duckdb.Error as error:
+        if not _is_resource_error(error):
+            raise
+        limit, spill = connection.execute(
+            "select current_setting('memory_limit'), current_setting('temp_directory')"
+        ).fetchall()[0]
+        disk = f"free disk space in the spill folder {spill}" if spill else "give DuckDB a temp_directory to spill to"
+        raise LoadResourceError(
+            f"{path}: the load ran out of memory or disk, not a problem with the file's data: "
+            f"{str(error).splitlines()[0]} (memory limit {limit}, set by {LOAD_MEMORY_LIMIT_VARIABLE}="
+            f"{warehouse.LOAD_MEMORY_LIMIT}). Raise {LOAD_MEMORY_LIMIT_VARIABLE} (e.g. 2GB; RSS stays "
+            f"near it) or {disk}, then load the file again; nothing was loaded or changed."
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -294,6 +327,8 @@ def _read_source(
         try:
             connection.execute(f"create or replace temp table _source as select * from {relation}")
         except duckdb.Error as error:
+            if _is_resource_error(error):
+                raise  # the machine's problem, reported by _resource_errors_reported
             raise SourceDataError(_csv_error_message(path, error)) from error
         if dialect.decimal != "." and numeric_columns:
             present = [c for c in numeric_columns if c in header]
@@ -310,6 +345,8 @@ def _read_source(
         try:
             connection.execute(f"create or replace temp table _source as select * from read_parquet({literal})")
         except duckdb.Error as error:
+            if _is_resource_error(error):
+                raise
             raise SourceDataError(f"{path}: cannot be read as Parquet: {str(error).splitlines()[0]}") from error
         columns = [row[0] for row in connection.execute("describe _source").fetchall()]
         _check_columns(path, columns, required, delimiter, known)
@@ -346,8 +383,9 @@ def _reject_repeated_rows(
 def load_source(connection: duckdb.DuckDBPyConnection, **arguments) -> SourceLoad:
     """Load an export in bounded memory (see `_load_source` for what a load does): DuckDB reads, checks
     and writes it in SQL, spilling to disk above `MLOPS_LOAD_MEMORY_LIMIT` (default 1 GB), so a file
-    of any size loads without holding it in RAM (benchmarks/streaming_load.py)."""
-    with bounded_memory(connection):
+    of any size loads without holding it in RAM (benchmarks/streaming_load.py). Running out of memory
+    or spill space raises LoadResourceError, never SourceDataError."""
+    with bounded_memory(connection), _resource_errors_reported(connection, Path(arguments["path"])):
         return _load_source(connection, **arguments)
 
 
@@ -420,13 +458,16 @@ def _load_source(
     else:
         id_expression = f"cast({quote_identifier(id_column)} as varchar)"
         selected = f"* exclude ({quote_identifier(id_column)})"
+    # `_source` holds the rows in file order (DuckDB preserves insertion order), so its rowid is the
+    # data row number minus one: numbering needs no sort, and `_identified` stays in file order.
     connection.execute(
         f"""
         create or replace temp table _identified as
         select {id_expression} as customer_id, {selected}
-        from (select row_number() over (order by rowid) as source_row, * from _source)
+        from (select rowid + 1 as source_row, * from _source)
         """
     )
+    connection.execute("drop table _source")  # its memory and spill space, for the steps ahead
     if id_column is not None:
         missing_ids = connection.execute(
             "select min(source_row), count(*) from _identified where nullif(trim(customer_id), '') is null"
@@ -439,9 +480,8 @@ def _load_source(
     if id_column is None:
         _reject_repeated_rows(connection, path, columns, row_count, max_exact_duplicate_share)
     find_row_problems(connection, "_identified", rules, deduplicate_ids=id_column is not None)
-    problems = connection.execute("select * from _row_problems order by source_row").fetchdf()
-    quarantined_rows = int(problems["source_row"].nunique()) if len(problems) else 0
-    summary = summarize_problems(problems)
+    quarantined_rows = connection.execute("select count(distinct source_row) from _row_problems").fetchall()[0][0]
+    summary = summarize_problems(connection, "_row_problems")
     share = quarantined_rows / row_count
     rejected = share > max_quarantine_share
     message = (
@@ -466,30 +506,7 @@ def _load_source(
         if not rejected:
             find_outliers(connection, "_identified", rules)
             outlier_rows = connection.execute("select count(distinct customer_id) from _outliers").fetchall()[0][0]
-            connection.execute(
-                f"""
-                create or replace table {table} as
-                with reasons as (
-                    select source_row, string_agg(column_name || ': ' || reason, '; ') as reason
-                    from _row_problems group by source_row
-                ),
-                outliers as (
-                    select customer_id, string_agg(column_name, ', ' order by column_name) as columns
-                    from _outliers group by customer_id
-                )
-                select identified.* exclude (source_row),
-                       ? as _load_id, ? as _source_file, ?::timestamp as _loaded_at,
-                       identified.source_row as _source_row,
-                       reasons.reason as _quarantine_reason,
-                       outliers.columns as _outlier_columns
-                from _identified as identified
-                left join reasons using (source_row)
-                left join outliers on outliers.customer_id = identified.customer_id
-                    and reasons.reason is null
-                order by identified.source_row
-                """,
-                [load_id, str(path), loaded_at],
-            )
+            _write_raw_table(connection, table, [load_id, str(path), loaded_at])
         connection.execute(
             f"insert into {schema}.raw_customer_loads values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
@@ -537,6 +554,33 @@ def _load_source(
         outlier_rows=outlier_rows,
         quarantine_summary=summary,
         loaded_at=loaded_at,
+    )
+
+
+def _write_raw_table(connection: duckdb.DuckDBPyConnection, table: str, load_values: list) -> None:
+    """Replace `table` with `_identified` in file order, each row with its quarantine reason and outlier
+    columns. The rows are written as scanned (in file order, no sort: a sorted write of a 2 GB export
+    ran out of a 1 GB memory limit) and the few quarantined and outlier rows are then updated in place.
+    """
+    connection.execute(
+        f"""create or replace table {table} as
+            select * exclude (source_row), ? as _load_id, ? as _source_file, ?::timestamp as _loaded_at,
+                   source_row as _source_row, null::varchar as _quarantine_reason,
+                   null::varchar as _outlier_columns
+            from _identified""",
+        load_values,
+    )
+    connection.execute(
+        f"""update {table} as raw set _quarantine_reason = reasons.reason
+            from (select source_row, string_agg(column_name || ': ' || reason, '; ') as reason
+                  from _row_problems group by source_row) as reasons
+            where raw._source_row = reasons.source_row"""
+    )
+    connection.execute(
+        f"""update {table} as raw set _outlier_columns = outliers.columns
+            from (select customer_id, string_agg(column_name, ', ' order by column_name) as columns
+                  from _outliers group by customer_id) as outliers
+            where raw.customer_id = outliers.customer_id and raw._quarantine_reason is null"""
     )
 
 
@@ -613,7 +657,13 @@ def ensure_outcomes_table(connection: duckdb.DuckDBPyConnection, schema: str, ta
     )
 
 
-def load_outcomes(
+def load_outcomes(connection: duckdb.DuckDBPyConnection, **arguments) -> OutcomeLoad:
+    """Append an outcomes file (see `_load_outcomes`) in bounded memory, as load_source does."""
+    with bounded_memory(connection), _resource_errors_reported(connection, Path(arguments["path"])):
+        return _load_outcomes(connection, **arguments)
+
+
+def _load_outcomes(
     connection: duckdb.DuckDBPyConnection,
     *,
     path: Path,
@@ -661,11 +711,12 @@ def load_outcomes(
     )
     connection.execute(
         f"""create or replace temp table _outcomes as
-            select row_number() over (order by rowid) as source_row,
+            select rowid + 1 as source_row,  -- _source is in file order (see _load_source)
                    nullif(trim(cast({quote_identifier(id_column)} as varchar)), '') as customer_id,
                    nullif(trim(cast({quote_identifier(target_column)} as varchar)), '') as outcome
             from _source"""
     )
+    connection.execute("drop table _source")
     rows = connection.execute("select count(*) from _outcomes").fetchall()[0][0]
     if rows == 0:
         raise SourceDataError(f"{path}: the file has a header but no data rows")
@@ -685,6 +736,11 @@ def load_outcomes(
             f"{path}: {count} row(s) without a customer id or with an outcome not in {'/'.join(allowed_values)} "
             f"(first: data row {first_row}, column {column}, value {value if customer else None!r})"
         )
+    # Counted before the append: after its commit nothing may fail (a failure says nothing changed).
+    positives = ", ".join(sql_literal(v) for v in (positive_values or allowed_values[:1]))
+    buyers, distinct = connection.execute(
+        f"select count(*) filter (where outcome in ({positives})), count(distinct customer_id) from _outcomes"
+    ).fetchall()[0]
     connection.execute("begin transaction")
     try:
         ensure_outcomes_table(connection, schema, target_column)
@@ -707,10 +763,6 @@ def load_outcomes(
         with contextlib.suppress(duckdb.Error):
             connection.execute("rollback")
         raise
-    positives = ", ".join(sql_literal(v) for v in (positive_values or allowed_values[:1]))
-    buyers, distinct = connection.execute(
-        f"select count(*) filter (where outcome in ({positives})), count(distinct customer_id) from _outcomes"
-    ).fetchall()[0]
     return OutcomeLoad(
         load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at, repeated_outcomes=distinct - appended
     )

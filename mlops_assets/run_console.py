@@ -210,9 +210,10 @@ def _root_message(error) -> str:
     while error is not None:
         messages.append(error.message.strip())
         error = error.cause
-    # The outermost message with a file name says most (a loader's SourceDataError); else the root.
+    # The outermost message with a file name says most (a loader's SourceDataError or
+    # LoadResourceError); else the root.
     for message in messages:
-        if "SourceDataError" in message or "Failure" in message:
+        if any(name in message for name in ("SourceDataError", "LoadResourceError", "Failure")):
             return message.split(": ", 1)[-1]
     return messages[-1] if messages else "failed"
 

@@ -64,7 +64,8 @@ def warehouse_connection(
 
 # What a load may hold in memory before DuckDB spills to its temporary folder (`<warehouse>.tmp`).
 # DuckDB's default is 80% of the machine's RAM: a 1.6 GB export reached 12.9 GB RSS with it.
-LOAD_MEMORY_LIMIT = os.environ.get("MLOPS_LOAD_MEMORY_LIMIT", "1GB")
+LOAD_MEMORY_LIMIT_VARIABLE = "MLOPS_LOAD_MEMORY_LIMIT"
+LOAD_MEMORY_LIMIT = os.environ.get(LOAD_MEMORY_LIMIT_VARIABLE, "1GB")
 
 
 @contextmanager
@@ -79,6 +80,18 @@ def bounded_memory(connection: duckdb.DuckDBPyConnection, limit: str | None = No
         yield
     finally:
         connection.execute("reset memory_limit")
+
+
+_UNITS = {"bytes": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def memory_limit_bytes(connection: duckdb.DuckDBPyConnection) -> int:
+    """DuckDB's memory limit in force, in bytes (it reports e.g. `953.6 MiB` for 1GB)."""
+    text = connection.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    match = re.fullmatch(r"\s*([\d.]+)\s*([A-Za-z]+)\s*", text)
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ValueError(f"DuckDB reported a memory limit I cannot read: {text!r}")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
 def _checked_size(text: str) -> str:

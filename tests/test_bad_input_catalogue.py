@@ -420,3 +420,60 @@ def test_unknown_extra_column_warns_and_the_run_goes_on(platform, tmp_path):
     (_, scores_after), models_after, _ = _state(platform)
     assert scores_after == scores_before
     assert [sha for _, sha in models_after] == [sha for _, sha in models_before]
+
+
+def test_a_load_out_of_memory_is_the_machines_problem_said_so_and_changes_nothing(platform, tmp_path, monkeypatch):
+    """Not bad data: the failure names the file, the limit and the setting to raise, raises a
+    `load_resources` alert (not `data_quality`), and leaves everything as it was."""
+    from mlops_assets import warehouse
+    from mlops_assets.run_console import _root_message
+
+    bundled = pd.read_csv(Path(__file__).parents[1] / "data/caravan/caravan.csv")
+    path = _csv(bundled.head(5000), tmp_path / "export_to_big_for_the_limit.csv")  # content not loaded before
+    before = _state(platform)
+    monkeypatch.setattr(warehouse, "LOAD_MEMORY_LIMIT", "1MB")
+    result = platform.run(
+        run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(path)}}}}, raise_on_error=False
+    )
+    assert not result.success
+    failure = next(event for event in result.all_events if event.is_step_failure)
+    shown = _root_message(failure.step_failure_data.error)  # what `mlops run` prints for the step
+    assert shown.startswith(f"{path}: the load ran out of memory or disk, not a problem with the file's data")
+    assert "MLOPS_LOAD_MEMORY_LIMIT=1MB" in shown and "nothing was loaded or changed" in shown
+    monkeypatch.undo()
+    assert _state(platform) == before
+    with duckdb.connect(str(platform.settings.duckdb_path), read_only=True) as connection:
+        alerts = connection.execute(
+            "select kind, message from caravan.alerts where message like ?", [f"%{path.name}%"]
+        ).fetchall()
+    assert [kind for kind, _ in alerts] == ["load_resources"]
+
+
+def test_an_unreadable_export_is_named_and_changes_nothing(platform, tmp_path, monkeypatch):
+    """A file the pipeline may not read (mode 000). As root the kernel allows the read anyway, so there
+    the operating system's refusal is injected where the loader first opens the file."""
+    import builtins
+    import os
+
+    from mlops_assets import ingestion
+
+    bundled = pd.read_csv(Path(__file__).parents[1] / "data/caravan/caravan.csv")
+    path = _csv(bundled, tmp_path / "locked_export.csv")
+    path.chmod(0)
+    if os.access(path, os.R_OK):  # running as root
+
+        def refusing_open(file, *arguments, **options):
+            if Path(file) == path:
+                raise PermissionError(13, "Permission denied", str(path))
+            return builtins.open(file, *arguments, **options)
+
+        monkeypatch.setattr(ingestion, "open", refusing_open, raising=False)
+    before = _state(platform)
+    result = platform.run(
+        run_config={"ops": {"caravan__raw_customers": {"config": {"source_path": str(path)}}}}, raise_on_error=False
+    )
+    assert not result.success
+    message = failure_messages(result)
+    assert f"{path}: source file cannot be read" in message and "Permission denied" in message, message
+    monkeypatch.undo()
+    assert _state(platform) == before

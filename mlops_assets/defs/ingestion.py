@@ -9,7 +9,14 @@ from pydantic import Field
 from mlops_assets.defs.config import camel, config_class
 from mlops_assets.defs.io_managers import Warehouse, table_metadata
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
-from mlops_assets.ingestion import CsvDialect, SourceDataError, ensure_outcomes_table, load_outcomes, load_source
+from mlops_assets.ingestion import (
+    CsvDialect,
+    LoadResourceError,
+    SourceDataError,
+    ensure_outcomes_table,
+    load_outcomes,
+    load_source,
+)
 from mlops_assets.settings import resolve_project_path
 from mlops_assets.use_cases import UseCase
 
@@ -98,6 +105,11 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
             except SourceDataError as error:
                 notifier.notify(
                     context, name, "data_quality", f"load rejected: {error}", {"load_id": load_id}, "error", connection
+                )
+                raise
+            except LoadResourceError as error:  # the machine's problem, not the file's: said so
+                notifier.notify(
+                    context, name, "load_resources", f"load failed: {error}", {"load_id": load_id}, "error", connection
                 )
                 raise
             ensure_outcomes_table(connection, name, target_column)

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
+from mlops_assets.warehouse import memory_limit_bytes
+
 OUTLIER_ROBUST_Z = 5.0
 
 _TYPE_CHECKS = {
@@ -193,15 +195,17 @@ def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: l
 
 # What the medians of one scan may hold: DuckDB's median keeps every value of its column in memory
 # (it cannot spill), so the medians of 10 columns of a 26M-row export (about 4 GB) failed a load under
-# its memory limit (warehouse.bounded_memory). Small loads still take one scan for all columns.
+# its memory limit (warehouse.bounded_memory). At most a quarter of DuckDB's memory limit, so that a
+# smaller limit takes more scans. Small loads still take one scan for all columns.
 MEDIAN_SCAN_BYTES = 256 * 1024**2
 
 
 def _aggregates(connection: duckdb.DuckDBPyConnection, expressions: list[str]) -> list:
     """`select <expressions> from _numeric`, in as many scans as keep each one's medians within
-    MEDIAN_SCAN_BYTES (about 16 bytes per value)."""
+    MEDIAN_SCAN_BYTES and a quarter of the memory limit (about 16 bytes per value)."""
     rows = connection.execute("select count(*) from _numeric").fetchall()[0][0]
-    per_scan = max(1, MEDIAN_SCAN_BYTES // max(1, 16 * rows))
+    budget = min(MEDIAN_SCAN_BYTES, memory_limit_bytes(connection) // 4)
+    per_scan = max(1, budget // max(1, 16 * rows))
     values: list = []
     for start in range(0, len(expressions), per_scan):
         batch = expressions[start : start + per_scan]
@@ -209,34 +213,34 @@ def _aggregates(connection: duckdb.DuckDBPyConnection, expressions: list[str]) -
     return values
 
 
-def _problem_kind(reasons: pd.Series) -> pd.Series:
-    """'abc' is not a whole number -> is not a whole number; 60 is outside 0..9 -> is outside 0..9."""
-    kind = reasons.str.extract(r"^(?:'.*'|\S+) (is .*)$", expand=False).fillna(reasons)
-    return kind.str.replace(r"^duplicate customer id.*", "duplicate customer id (superseded)", regex=True)
+# A reason's kind: `'abc' is not a whole number` -> `is not a whole number` (the value left out).
+_KIND_PATTERN = _literal(r"^(?:'.*'|\S+) (is .*)$")
 
 
-def summarize_problems(problems: pd.DataFrame, limit: int = 5) -> str:
-    """Human summary: per column and kind of problem, how many rows and the first one."""
-    if problems.empty:
+def summarize_problems(connection: duckdb.DuckDBPyConnection, relation: str = "_row_problems", limit: int = 5) -> str:
+    """Human summary of table `relation` (as find_row_problems makes it): per column and kind of problem
+    ('abc' is not a whole number -> is not a whole number), how many rows and the first one. Grouped
+    in SQL, so that a file whose every row breaks a rule is summarized without fetching its problems."""
+    kinds = connection.execute(
+        f"""select column_name, kind, count(distinct source_row) as rows, min(source_row) as first_row,
+                   arg_min({{'customer': customer_id, 'value': raw_value}}, source_row) as first,
+                   count(*) over () as kinds
+            from (select *, rowid as position, case when starts_with(reason, 'duplicate customer id')
+                                 then 'duplicate customer id (superseded)'
+                                 else coalesce(nullif(regexp_extract(reason, {_KIND_PATTERN}, 1), ''), reason)
+                            end as kind
+                  from {relation})
+            group by column_name, kind
+            order by rows desc, first_row, min(position)  -- ties: in the data dictionary's column order
+            limit {int(limit)}"""
+    ).fetchall()
+    if not kinds:
         return "no problems"
-    grouped = (
-        problems.assign(kind=_problem_kind(problems["reason"]))
-        .sort_values("source_row")
-        .groupby(["column_name", "kind"], sort=False)
-        .agg(
-            rows=("source_row", "nunique"),
-            first_row=("source_row", "first"),
-            customer=("customer_id", "first"),
-            value=("raw_value", "first"),
-        )
-        .reset_index()
-        .sort_values(["rows", "first_row"], ascending=[False, True])
-    )
     parts = [
-        f"column {g.column_name}: {g.rows} row(s) {g.kind} "
-        f"(first: data row {g.first_row}, customer {g.customer}, value {g.value!r})"
-        for g in grouped.head(limit).itertuples(index=False)
+        f"column {column}: {rows} row(s) {kind} "
+        f"(first: data row {first_row}, customer {first['customer']}, value {first['value']!r})"
+        for column, kind, rows, first_row, first, _ in kinds
     ]
-    if len(grouped) > limit:
-        parts.append(f"and {len(grouped) - limit} more kinds of problem")
+    if kinds[0][5] > limit:
+        parts.append(f"and {kinds[0][5] - limit} more kinds of problem")
     return "; ".join(parts)
