@@ -1,19 +1,22 @@
 """Bounded load on the scoring service over loopback: latency percentiles and throughput.
 
-    .venv/bin/python benchmarks/serving.py [--home DIR] [--seconds 8] [--concurrency 1 8 32]
+    .venv/bin/python benchmarks/serving.py [--home DIR] [--seconds 8] [--concurrency 1 8 32] [--port N]
 
 Runs the caravan pipeline into a temporary home (or uses --home, a platform home with published
 scores and exported models), starts `mlops serve` on a free loopback port, and for lookup and for score
 (one record, with reasons) sends requests from N client threads (keep-alive connections) for a fixed
 time at each concurrency; then the same at concurrency 8 while another process republishes the scores
 and the models again and again (the service swaps snapshots meanwhile). Prints p50/p95/p99 latency,
-requests/s and errors. Client and server share the machine's cores, so figures include the client's cost.
+requests/s, errors, and the CPU time per request of the service process and of the client (ms; these
+depend little on what else the machine runs). Client and server share the machine's cores, so latency
+and throughput include the client's cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -69,7 +72,13 @@ def republish_loop(home: Path, stop_file: Path) -> None:
         count_file.write_text(str(publications))  # the benchmark measures once the first one is done
 
 
-def load(url: str, key: str, kind: str, payloads: list, concurrency: int, seconds: float) -> dict:
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), for CPU per request."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load(url: str, key: str, kind: str, payloads: list, concurrency: int, seconds: float, server_pid: int) -> dict:
     import httpx
 
     latencies: list[list[float]] = [[] for _ in range(concurrency)]
@@ -100,6 +109,7 @@ def load(url: str, key: str, kind: str, payloads: list, concurrency: int, second
                 i += concurrency
 
     threads = [threading.Thread(target=client, args=(slot,)) for slot in range(concurrency)]
+    server_cpu, client_cpu = process_cpu_seconds(server_pid), time.process_time()
     started = time.perf_counter()
     for thread in threads:
         thread.start()
@@ -108,6 +118,7 @@ def load(url: str, key: str, kind: str, payloads: list, concurrency: int, second
     for thread in threads:
         thread.join()
     wall = time.perf_counter() - started
+    server_cpu, client_cpu = process_cpu_seconds(server_pid) - server_cpu, time.process_time() - client_cpu
     values = np.array([v for slot in latencies for v in slot]) * 1000
     return {
         "requests": len(values),
@@ -118,6 +129,9 @@ def load(url: str, key: str, kind: str, payloads: list, concurrency: int, second
         "p99_ms": float(np.percentile(values, 99)) if len(values) else float("nan"),
         "per_second": len(values) / wall,
         "versions": len(versions),
+        # CPU time per answered request: what the figures cost regardless of the machine's other load.
+        "server_cpu_ms": 1000 * server_cpu / max(len(values), 1),
+        "client_cpu_ms": 1000 * client_cpu / max(len(values), 1),
     }
 
 
@@ -126,6 +140,7 @@ def main() -> None:
     parser.add_argument("--home", type=Path, help="an existing platform home (default: run the pipeline first)")
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--port", type=int, help="loopback port of the service (default: a free one)")
     parser.add_argument("--republish-loop", nargs=2, metavar=("HOME", "STOP_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.republish_loop:
@@ -157,19 +172,19 @@ def main() -> None:
     rng = np.random.default_rng(0)
     lookups = list(rng.choice(customers, size=2000))
 
-    service = ServiceProcess(home, config, scratch / "service.log")
+    service = ServiceProcess(home, config, scratch / "service.log", port=args.port)
     rows = []
     try:
         service.wait_until_ready()
         for kind, payloads in (("lookup", lookups), ("score", records)):
-            load(service.url, key, kind, payloads, 2, 2.0)  # warm-up: worker threads, connections
+            load(service.url, key, kind, payloads, 2, 2.0, service.process.pid)  # warm-up: worker threads, connections
             for concurrency in args.concurrency:
                 rows.append(
                     {
                         "endpoint": kind,
                         "concurrency": concurrency,
                         "phase": "steady",
-                        **load(service.url, key, kind, payloads, concurrency, args.seconds),
+                        **load(service.url, key, kind, payloads, concurrency, args.seconds, service.process.pid),
                     }
                 )
         for kind, payloads in (("lookup", lookups), ("score", records)):
@@ -183,7 +198,7 @@ def main() -> None:
             while not count_file.exists():  # the republisher imports Dagster and makes a first publication
                 time.sleep(0.5)
             before = int(count_file.read_text())
-            result = load(service.url, key, kind, payloads, 8, max(args.seconds, 15))
+            result = load(service.url, key, kind, payloads, 8, max(args.seconds, 15), service.process.pid)
             publications = int(count_file.read_text()) - before
             stop_file.touch()
             republisher.wait(timeout=600)
@@ -192,15 +207,17 @@ def main() -> None:
             )
     finally:
         exit_code = service.stop()
+    averages = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"\nload average (1, 5, 15 min) at the end: {averages} on {os.cpu_count()} cores")
     print(
-        f"\n{'endpoint':8} {'conc':>4} {'phase':32} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
-        f"{'p99 ms':>8} {'req/s':>8} {'versions':>8}"
+        f"{'endpoint':8} {'conc':>4} {'phase':32} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'req/s':>8} {'versions':>8} {'srv cpu':>8} {'cli cpu':>8}"
     )
     for row in rows:
         print(
             f"{row['endpoint']:8} {row['concurrency']:>4} {row['phase']:32} {row['requests']:>8} {row['errors']:>6} "
             f"{row['p50_ms']:>8.1f} {row['p95_ms']:>8.1f} {row['p99_ms']:>8.1f} {row['per_second']:>8.0f} "
-            f"{row['versions']:>8}"
+            f"{row['versions']:>8} {row['server_cpu_ms']:>8.2f} {row['client_cpu_ms']:>8.2f}"
         )
         if row["errors"]:
             print(f"   first error: {row['first_error']}")

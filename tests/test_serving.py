@@ -8,10 +8,13 @@ under a client loop (hot swap), a tampered artefact, a rollback, and a graceful 
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import shutil
 import threading
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +28,13 @@ from conftest import make_harness
 
 from mlops_assets.integrity import ArtifactTamperedError, recorded_signature, signing_key
 from mlops_assets.ml.artifacts import artifact_sha256
-from mlops_assets.serving.app import canary_bucket, score_with
+from mlops_assets.serving.app import keep_out_of_garbage_collection
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
 from mlops_assets.serving.config import ServingConfig, hash_api_key, new_api_key
 from mlops_assets.serving.features import OnlineFeatures, RecordError, compile_feature_sql
 from mlops_assets.serving.process import ServiceProcess
-from mlops_assets.serving.records import alerts_path, requests_dir
+from mlops_assets.serving.records import RequestLog, alerts_path, requests_dir
+from mlops_assets.serving.scoring import canary_bucket, score_with
 from mlops_assets.synthetic.swiss_bank import write_parquet
 from mlops_assets.use_cases import get_use_case
 
@@ -493,7 +497,63 @@ def test_swiss_bank_records_score_like_the_batch(tmp_path, monkeypatch):
     ids = [str(customer_id) for customer_id in export["customer_id"]]  # the mart holds ids as text
     assert list(features["customer_id"]) == ids
     assert scores == pytest.approx(batch.loc[ids, "score"].to_numpy(), rel=1e-12)
+    # The same customers in reverse order, values as the text of a CSV export ("true", "12.5", " 41 "),
+    # and the target missing (a new customer's outcome is not known): the same scores.
+    as_text = [
+        {
+            **{k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in record.items()},
+            "age": f" {record['age']} ",
+            "bought_product_a": None,
+        }
+        for record in records[::-1][:50]
+    ]
+    texts_built = OnlineFeatures(use_case, compile_feature_sql(use_case), connections=1).build(
+        as_text, pd.Timestamp.now()
+    )
+    assert list(texts_built["customer_id"]) == ids[::-1][:50]
+    assert texts_built["bought_product_a"].isna().all()
+    assert score_with(model, texts_built) == pytest.approx(batch.loc[ids[::-1][:50], "score"].to_numpy(), rel=1e-12)
     with pytest.raises(RecordError, match=r"records\[0\]\.age"):
         OnlineFeatures(use_case, compile_feature_sql(use_case)).build(
             [{**records[0], "age": "old"}], pd.Timestamp.now()
         )
+
+
+def test_request_log_fsyncs_in_the_background_and_on_close(tmp_path, monkeypatch):
+    """Requests only append; the syncer thread fsyncs every interval (not the request's thread), and
+    close() syncs what is left."""
+    synced_by = []
+    real_fsync = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced_by.append(threading.current_thread().name), real_fsync(fd)))
+    log = RequestLog(tmp_path, sync_interval=0.05)
+    log.record("caravan", {"request_id": "a"})
+    _wait_for(lambda: synced_by, timeout=5)
+    assert set(synced_by) == {"request-log-sync"}  # never on the thread that recorded the request
+    log.record("caravan", {"request_id": "b"})
+    log.close()
+    lines = [
+        json.loads(line)
+        for path in requests_dir(tmp_path, "caravan").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert [line["request_id"] for line in lines] == ["a", "b"]
+    assert len(synced_by) >= 2 and not log._syncer.is_alive()
+
+
+def test_frozen_objects_leave_the_collector_and_a_full_pass_frees_their_cycles():
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.itself = cycle
+    alive = weakref.ref(cycle)
+    try:
+        keep_out_of_garbage_collection()
+        assert gc.get_freeze_count() > 0
+        del cycle
+        gc.collect()
+        assert alive() is not None  # frozen: a normal collection does not look at it
+        keep_out_of_garbage_collection(full=True)
+        assert alive() is None and gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

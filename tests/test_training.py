@@ -12,6 +12,7 @@ from mlops_assets.ml.evaluation import classification_metrics
 from mlops_assets.ml.training import (
     FeatureSpec,
     TrainingParams,
+    model_matrix,
     predict_proba,
     prepare_features,
     raw_scores,
@@ -158,6 +159,66 @@ def test_categories_unseen_in_training_score_without_error(trained):
 def test_missing_feature_column_is_named():
     with pytest.raises(KeyError, match="region"):
         prepare_features(pd.DataFrame({"age": [1], "noise": [0.0]}), FEATURES)
+
+
+def _prepared_column_by_column(frame: pd.DataFrame, features: list[FeatureSpec]) -> pd.DataFrame:
+    """prepare_features as it was before numeric columns went through as one block (the reference)."""
+    prepared = {}
+    for feature in features:
+        column = frame[feature.name]
+        if feature.type == "categorical":
+            prepared[feature.name] = column.astype("category")
+        else:
+            prepared[feature.name] = pd.to_numeric(column, errors="raise").astype("float64")
+    return pd.DataFrame(prepared, index=frame.index)
+
+
+def test_prepared_features_equal_column_by_column_conversion_for_every_kind_of_column(trained):
+    features = [
+        FeatureSpec(name="small", type="numeric"),
+        FeatureSpec(name="region", type="categorical"),
+        FeatureSpec(name="nullable", type="numeric"),
+        FeatureSpec(name="flag", type="numeric"),
+        FeatureSpec(name="maybe", type="numeric"),
+        FeatureSpec(name="text_number", type="numeric"),
+        FeatureSpec(name="code", type="categorical"),
+        FeatureSpec(name="big", type="numeric"),
+        FeatureSpec(name="ratio", type="numeric"),
+    ]
+    frame = pd.DataFrame(
+        {
+            "ratio": [0.5, np.nan, -1e300, 2.0],
+            "small": np.array([1, -2, 3, 2**31 - 1], dtype=np.int32),
+            "region": ["A", None, "Z", "B"],
+            "nullable": pd.array([1, None, 3, -4], dtype="Int32"),
+            "flag": [True, False, True, False],
+            "maybe": pd.array([True, None, False, True], dtype="boolean"),
+            "text_number": ["1.5", "2", None, "-3e2"],
+            "code": np.array([5, 7, 5, 41], dtype=np.int32),
+            "big": np.array([2**53, -(2**40), 0, 1], dtype=np.int64),
+            "unused": ["x", "y", "z", "w"],
+        },
+        index=[10, 11, 12, 13],
+    )
+    pd.testing.assert_frame_equal(prepare_features(frame, features), _prepared_column_by_column(frame, features))
+    one_row = frame.iloc[[2]]
+    pd.testing.assert_frame_equal(prepare_features(one_row, features), _prepared_column_by_column(one_row, features))
+    with pytest.raises(ValueError, match="Unable to parse"):
+        prepare_features(frame.assign(text_number="abc"), features)
+    # The model's own scores are unchanged, also for unseen and missing categories.
+    scored = synthetic_customers(50, 6)
+    scored.loc[:4, "region"] = ["Z", None, "A", "B", "C"]
+    expected = trained.booster.predict(_prepared_column_by_column(scored, FEATURES), raw_score=True)
+    assert np.array_equal(raw_scores(trained.booster, scored, FEATURES), expected)
+    assert np.array_equal(raw_scores(trained.booster, scored, FEATURES, num_threads=1), expected)
+    # model_matrix is LightGBM's own conversion of a DataFrame: same contributions too.
+    prepared = prepare_features(scored, FEATURES)
+    assert np.array_equal(
+        trained.booster.predict(model_matrix(trained.booster, prepared), pred_contrib=True),
+        trained.booster.predict(prepared, pred_contrib=True),
+    )
+    with pytest.raises(ValueError, match="trained with 1 categorical feature"):
+        model_matrix(trained.booster, prepared.assign(noise=prepared["noise"].astype("category")))
 
 
 def _artifact(trained) -> ModelArtifact:

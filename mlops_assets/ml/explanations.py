@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.fairness import top_share_mask
-from mlops_assets.ml.training import FeatureSpec, prepare_features
+from mlops_assets.ml.training import FeatureSpec, model_matrix, prepare_features
 
 MISSING_VALUE_TEXT = "missing"
 
@@ -53,7 +53,7 @@ def _contribution_chunks(
     for start in range(0, len(frame), chunk_size):
         # Prepared exactly like predict_proba, so reasons explain the very scores that were published.
         chunk = prepare_features(frame.iloc[start : start + chunk_size], feature_specs)
-        contributions = booster.predict(chunk, pred_contrib=True, num_threads=num_threads)
+        contributions = booster.predict(model_matrix(booster, chunk), pred_contrib=True, num_threads=num_threads)
         yield start, chunk, np.asarray(contributions, dtype=np.float64)
 
 

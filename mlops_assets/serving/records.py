@@ -4,8 +4,10 @@ Requests go to `<home>/serving/requests/<use case>/<YYYY-MM-DD>.jsonl` (UTC day)
 line. JSON lines rather than DuckDB or Parquet: a DuckDB file would be locked by the service against
 the asset that reads it, and Parquet cannot be appended to; a text file opened with O_APPEND takes
 each line in one write() from any thread, and a reader takes every complete line. Each line is written
-to the file as its request completes (so it survives a crash of the service); the file is fsynced every
-`sync_interval` seconds and on shutdown, so a crash of the machine can lose the last fraction of a second.
+to the file as its request completes (so it survives a crash of the service); a background thread
+fsyncs the files every `sync_interval` seconds and `close` on shutdown, so a crash of the machine can
+lose the last fraction of a second. The fsync runs off the request path: on a busy disk it takes
+milliseconds, which the request that happened to trigger it used to wait for.
 
 The asset `<use case>/served_traffic` reads the files from where it stopped (byte offsets) into the
 warehouse. Alerts (e.g. a refused artefact) go to `<home>/serving/alerts.jsonl`, the log, and the
@@ -18,7 +20,6 @@ import json
 import logging
 import os
 import threading
-import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +64,9 @@ class RequestLog:
         self.sync_interval = sync_interval
         self._files: dict[tuple[str, str], _AppendFile] = {}
         self._lock = threading.Lock()
-        self._last_sync = time.monotonic()
+        self._closed = threading.Event()
+        self._syncer = threading.Thread(target=self._sync_loop, name="request-log-sync", daemon=True)
+        self._syncer.start()
 
     def _file(self, use_case: str, day: str) -> _AppendFile:
         key = (use_case, day)
@@ -83,16 +86,22 @@ class RequestLog:
         entry = {"logged_at": now.isoformat(), **entry}
         line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode("utf-8")
         self._file(use_case, now.strftime("%Y-%m-%d")).append(line)
-        if time.monotonic() - self._last_sync > self.sync_interval:
-            self.sync()
+
+    def _sync_loop(self) -> None:
+        while not self._closed.wait(self.sync_interval):
+            try:
+                self.sync()
+            except OSError as error:  # e.g. a full disk: keep trying; the lines are written already
+                logger.warning("request log: fsync failed: %s", error)
 
     def sync(self) -> None:
         with self._lock:
-            self._last_sync = time.monotonic()
             for handle in self._files.values():
                 handle.sync()
 
     def close(self) -> None:
+        self._closed.set()
+        self._syncer.join(timeout=5)
         with self._lock:
             for handle in self._files.values():
                 handle.close()
