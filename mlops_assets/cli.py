@@ -43,10 +43,7 @@ QUIET_LOGS = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 def _instance():
     import dagster as dg
 
-    from mlops_assets.dagster_sqlite import relax_dagster_sqlite_sync
-
     os.environ.setdefault("DAGSTER_HOME", str(PROJECT_ROOT / "dagster_home"))
-    relax_dagster_sqlite_sync(os.environ["DAGSTER_HOME"])
     return dg.DagsterInstance.get()
 
 

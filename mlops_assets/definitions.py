@@ -11,7 +11,6 @@ from functools import cache
 
 import dagster as dg
 
-from mlops_assets.dagster_sqlite import relax_dagster_sqlite_sync
 from mlops_assets.defs.features import build_dbt_steps
 from mlops_assets.defs.ingestion import build_ingestion_assets
 from mlops_assets.defs.jobs import (
@@ -111,7 +110,6 @@ def _use_case_group(spec: dg.AssetSpec) -> dg.AssetSpec:
 
 @cache
 def _every_use_case() -> dg.Definitions:
-    relax_dagster_sqlite_sync()  # the processes `dagster dev` starts for runs write the event log too
     return build_definitions()
 
 
