@@ -22,7 +22,7 @@ import pandas as pd
 
 from mlops_assets import warehouse
 from mlops_assets.quality.rows import ColumnRule, find_outliers, find_row_problems, summarize_problems
-from mlops_assets.warehouse import LOAD_MEMORY_LIMIT_VARIABLE, bounded_memory, table_exists
+from mlops_assets.warehouse import LOAD_MEMORY_LIMIT_VARIABLE, bounded_memory, table_exists, transaction
 
 LOAD_LOG_COLUMNS = """
     load_id varchar primary key, source_file varchar, source_format varchar, sha256 varchar,
@@ -491,8 +491,7 @@ def _load_source(
         else f"{quarantined_rows} row(s) quarantined" + (f": {summary}" if quarantined_rows else "")
     )
 
-    connection.execute("begin transaction")
-    try:
+    with transaction(connection):
         connection.execute(f"create schema if not exists {schema}")
         connection.execute(f"create table if not exists {schema}.raw_customer_loads ({LOAD_LOG_COLUMNS})")
         connection.execute(f"create table if not exists {schema}.quarantined_customers ({QUARANTINE_COLUMNS})")
@@ -533,11 +532,6 @@ def _load_source(
                     f"insert into {schema}.assigned_customer_ids values (?, ?, ?, ?)",
                     [load_id, str(path), first_number, first_number + row_count - 1],
                 )
-        connection.execute("commit")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):  # after a failed commit there is no transaction left
-            connection.execute("rollback")
-        raise
     if rejected:
         raise SourceDataError(f"{path}: {message}")
 
@@ -741,8 +735,7 @@ def _load_outcomes(
     buyers, distinct = connection.execute(
         f"select count(*) filter (where outcome in ({positives})), count(distinct customer_id) from _outcomes"
     ).fetchall()[0]
-    connection.execute("begin transaction")
-    try:
+    with transaction(connection):
         ensure_outcomes_table(connection, schema, target_column)
         target = quote_identifier(target_column)
         # A customer's last row in the file; not again if the same outcome was recorded the same day.
@@ -758,11 +751,6 @@ def _load_outcomes(
             [load_id, str(path), loaded_at, loaded_at],
         ).fetchall()[0][0]
         _record_ingestion(connection, schema, "outcomes", sha256, path, load_id, rows, loaded_at)
-        connection.execute("commit")
-    except BaseException:
-        with contextlib.suppress(duckdb.Error):
-            connection.execute("rollback")
-        raise
     return OutcomeLoad(
         load_id, str(path), sha256, rows, buyers, rows - distinct, loaded_at, repeated_outcomes=distinct - appended
     )

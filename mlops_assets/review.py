@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 import duckdb
 import pandas as pd
 
-from mlops_assets.warehouse import rollback_quietly, table_exists
+from mlops_assets.warehouse import table_exists, transaction
 
 REVIEWS_COLUMNS = """
     load_id varchar, source_file varchar, sha256 varchar, decision varchar, decided_by varchar,
@@ -53,8 +53,7 @@ def hold(connection: duckdb.DuckDBPyConnection, schema: str, load_id: str, polic
     status = HELD if policy == "review" else BLOCKED
     source_file, sha256, _ = _load(connection, schema, load_id)
     ensure_reviews_table(connection, schema)
-    connection.execute("begin transaction")
-    try:
+    with transaction(connection):
         connection.execute(
             f"update {schema}.raw_customer_loads set status = ?, message = ? where load_id = ?",
             [status, explanation, load_id],
@@ -63,10 +62,6 @@ def hold(connection: duckdb.DuckDBPyConnection, schema: str, load_id: str, polic
             f"insert into {schema}.batch_reviews values (?, ?, ?, ?, ?, ?, ?)",
             [load_id, source_file, sha256, status, POLICY_ACTOR, explanation, _now()],
         )
-        connection.execute("commit")
-    except BaseException:
-        rollback_quietly(connection)
-        raise
     return status
 
 
@@ -81,8 +76,7 @@ def decide(
     source_file, sha256, status = _load(connection, schema, load_id)
     if status != HELD:
         raise ReviewError(f"{schema}: load {load_id} is {status!r}, not held for review; nothing to decide")
-    connection.execute("begin transaction")
-    try:
+    with transaction(connection):
         connection.execute(
             f"update {schema}.raw_customer_loads set status = ? where load_id = ?", [f"review_{decision}", load_id]
         )
@@ -90,10 +84,6 @@ def decide(
             f"insert into {schema}.batch_reviews values (?, ?, ?, ?, ?, ?, ?)",
             [load_id, source_file, sha256, decision, decided_by.strip(), reason.strip(), _now()],
         )
-        connection.execute("commit")
-    except BaseException:
-        rollback_quietly(connection)
-        raise
     return source_file, sha256
 
 

@@ -101,9 +101,17 @@ def _checked_size(text: str) -> str:
     return text.strip()
 
 
-def rollback_quietly(connection: duckdb.DuckDBPyConnection) -> None:
-    """Roll back after a failed statement without hiding its error: after a failed commit (e.g. a full
-    disk) DuckDB has no transaction left, and its "cannot rollback - no transaction is active" raised
-    from an `except` block would replace the real error in what the run reports."""
-    with contextlib.suppress(duckdb.Error):
-        connection.execute("rollback")
+@contextmanager
+def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """The body's writes commit together or not at all; an error in the body or in the commit is
+    re-raised as it is. After a failed commit (e.g. a full disk) DuckDB has no transaction left, and
+    its "cannot rollback - no transaction is active" would replace the real error in what the run
+    reports, so that one is suppressed."""
+    connection.execute("begin transaction")
+    try:
+        yield connection
+        connection.execute("commit")
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            connection.execute("rollback")
+        raise

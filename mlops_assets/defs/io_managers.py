@@ -22,7 +22,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 from mlops_assets.integrity import sign_model, signing_key
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.registry import register_model
-from mlops_assets.warehouse import rollback_quietly, table_exists, warehouse_connection
+from mlops_assets.warehouse import table_exists, transaction, warehouse_connection
 
 
 def table_metadata(
@@ -61,13 +61,8 @@ class _TransactionalDuckDbClient(DuckDbClient):
             if not isinstance(context, dg.OutputContext):
                 yield connection
                 return
-            connection.execute("begin transaction")
-            try:
+            with transaction(connection):
                 yield connection
-            except BaseException:
-                rollback_quietly(connection)
-                raise
-            connection.execute("commit")
 
 
 class _ReplacingPandasTypeHandler(DuckDBPandasTypeHandler):
@@ -133,16 +128,11 @@ class ModelArtifactIOManager(dg.ConfigurableIOManager):
         schema, table = self._table(context.asset_key)
         with self.warehouse.get_connection() as connection:
             connection.register("artifact_row", pd.DataFrame([obj.to_record()]))
-            connection.execute("begin transaction")
-            try:
+            with transaction(connection):
                 register_model(connection, schema, obj, context.run_id)
                 # Signed with a key the warehouse does not hold (see mlops_assets/integrity.py).
                 sign_model(connection, schema, obj.model_version, obj.sha256, self.warehouse.signing_key())
                 connection.execute(f"create or replace table {schema}.{table} as select * from artifact_row")
-                connection.execute("commit")
-            except BaseException:
-                rollback_quietly(connection)
-                raise
         context.add_output_metadata(
             {
                 "model_version": obj.model_version,

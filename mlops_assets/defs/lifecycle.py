@@ -28,7 +28,7 @@ from mlops_assets.registry import (
     record_validation,
 )
 from mlops_assets.use_cases import UseCase
-from mlops_assets.warehouse import rollback_quietly
+from mlops_assets.warehouse import transaction
 
 
 class ChampionConfig(dg.Config):
@@ -171,39 +171,34 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
     ):
         run_id = context.run.run_id
         with warehouse.get_connection() as connection:
-            connection.execute("begin transaction")
             try:
-                if config.action == "apply_validation":
-                    validated = model_validation["model_version"].iloc[0]
-                    if validated != propensity_model.model_version:
-                        raise RegistryError(
-                            f"validation is of {validated}, but the model is {propensity_model.model_version}; "
-                            "re-materialize model_validation"
+                with transaction(connection):
+                    if config.action == "apply_validation":
+                        validated = model_validation["model_version"].iloc[0]
+                        if validated != propensity_model.model_version:
+                            raise RegistryError(
+                                f"validation is of {validated}, but the model is {propensity_model.model_version}; "
+                                "re-materialize model_validation"
+                            )
+                        change = apply_decision(connection, name, validated, run_id)
+                    elif config.action == "approve":
+                        # Four-eyes: neither the named approver nor whoever launched this run trained the model.
+                        change = approve(
+                            connection,
+                            name,
+                            config.model_version,
+                            config.actor,
+                            config.comment,
+                            run_id,
+                            acting_user=launcher_of(context.run.tags),
                         )
-                    change = apply_decision(connection, name, validated, run_id)
-                elif config.action == "approve":
-                    # Four-eyes: neither the named approver nor whoever launched this run trained the model.
-                    change = approve(
-                        connection,
-                        name,
-                        config.model_version,
-                        config.actor,
-                        config.comment,
-                        run_id,
-                        acting_user=launcher_of(context.run.tags),
-                    )
-                else:
-                    action = {"reject": reject, "rollback": rollback}[config.action]
-                    change = action(connection, name, config.model_version, config.actor, config.comment, run_id)
-                for version in change.changed:
-                    record_model_card(connection, name, version, model_card(connection, use_case, version))
-                connection.execute("commit")
+                    else:
+                        action = {"reject": reject, "rollback": rollback}[config.action]
+                        change = action(connection, name, config.model_version, config.actor, config.comment, run_id)
+                    for version in change.changed:
+                        record_model_card(connection, name, version, model_card(connection, use_case, version))
             except RegistryError as error:
-                rollback_quietly(connection)
                 raise dg.Failure(description=str(error)) from error
-            except BaseException:
-                rollback_quietly(connection)
-                raise
             for kind, message, details in change.notifications:
                 # Retraining on unchanged data gives the champion's twin: expected, not a warning.
                 expected = kind == "promotion_refused" and "identical to the champion" in message

@@ -1,6 +1,5 @@
 """Scoring every customer with the model and publishing the scores for marketing."""
 
-import contextlib
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -18,6 +17,7 @@ from mlops_assets.publishing import drop_unpublished_history
 from mlops_assets.read_only import read_copy_path, write_read_copy
 from mlops_assets.registry import create_audit_view, ensure_tables
 from mlops_assets.use_cases import UseCase
+from mlops_assets.warehouse import transaction
 
 MARKETING_QUERY = (
     "SELECT customer_id, score, rank, decile, model_version FROM customer_scores WHERE decile = 1 ORDER BY rank"
@@ -239,8 +239,7 @@ def build_scoring_assets(use_case: UseCase) -> list:
                 drop_unpublished_history(connection, name, publisher.path_for(name))
                 connection.register("scores_to_publish", customer_scores)
                 history = _history_select(use_case.scoring.reasons_per_customer)
-                connection.execute("begin transaction")
-                try:
+                with transaction(connection):
                     connection.execute(
                         f"create table if not exists {name}.score_history as {history} limit 0", [None, None]
                     )
@@ -248,12 +247,6 @@ def build_scoring_assets(use_case: UseCase) -> list:
                         f"insert into {name}.score_history by name {history}", [context.run.run_id, published_at]
                     )
                     create_audit_view(connection, name)
-                    connection.execute("commit")
-                except BaseException:
-                    # After a failed commit DuckDB has no transaction left: keep the original error.
-                    with contextlib.suppress(duckdb.Error):
-                        connection.execute("rollback")
-                    raise
             try:
                 path = prepared.swap()
             except BaseException:

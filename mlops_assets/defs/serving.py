@@ -29,7 +29,7 @@ from mlops_assets.serving.artefacts import SHADOW_STATUSES, export_serving_model
 from mlops_assets.serving.records import alerts_path, requests_dir
 from mlops_assets.settings import Settings
 from mlops_assets.use_cases import UseCase
-from mlops_assets.warehouse import table_exists
+from mlops_assets.warehouse import table_exists, transaction
 
 MIN_DRIFT_RECORDS = 50
 
@@ -236,23 +236,22 @@ def build_serving_assets(use_case: UseCase, settings: Settings) -> list:
         logs = sorted(requests_dir(settings.home, name).glob("*.jsonl"))
         with warehouse.get_connection() as connection:
             _ensure_serving_tables(connection, name)
-            connection.execute("begin transaction")
-            entries = [entry for path in logs for entry in new_log_lines(connection, name, path)]
-            requests, scores = request_rows(entries)
-            for table, frame in (("served_requests", requests), ("served_scores", scores)):
-                connection.register("_new_rows", frame)
-                connection.execute(f"insert into {name}.{table} by name select * from _new_rows")
-                connection.unregister("_new_rows")
-            alerts = (
-                new_log_lines(connection, name, alerts_path(settings.home))
-                if alerts_path(settings.home).exists()
-                else []
-            )
-            for alert in (a for a in alerts if a["use_case"] == name):
-                record_alert(
-                    connection, name, alert["kind"], alert["severity"], alert["message"], alert["details"], None
+            with transaction(connection):
+                entries = [entry for path in logs for entry in new_log_lines(connection, name, path)]
+                requests, scores = request_rows(entries)
+                for table, frame in (("served_requests", requests), ("served_scores", scores)):
+                    connection.register("_new_rows", frame)
+                    connection.execute(f"insert into {name}.{table} by name select * from _new_rows")
+                    connection.unregister("_new_rows")
+                alerts = (
+                    new_log_lines(connection, name, alerts_path(settings.home))
+                    if alerts_path(settings.home).exists()
+                    else []
                 )
-            connection.execute("commit")
+                for alert in (a for a in alerts if a["use_case"] == name):
+                    record_alert(
+                        connection, name, alert["kind"], alert["severity"], alert["message"], alert["details"], None
+                    )
             summary = connection.execute(
                 f"""select endpoint, status, count(*) as requests,
                            round(quantile_cont(latency_ms, 0.5), 2) as p50_ms,

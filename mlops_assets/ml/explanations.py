@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.fairness import top_share_mask
-from mlops_assets.ml.training import FeatureSpec, model_matrix, prepare_features
+from mlops_assets.ml.training import FeatureSpec, predict_in_chunks
 
 MISSING_VALUE_TEXT = "missing"
 
@@ -50,10 +50,9 @@ def _contribution_chunks(
     _check_features(booster, feature_specs)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    for start in range(0, len(frame), chunk_size):
-        # Prepared exactly like predict_proba, so reasons explain the very scores that were published.
-        chunk = prepare_features(frame.iloc[start : start + chunk_size], feature_specs)
-        contributions = booster.predict(model_matrix(booster, chunk), pred_contrib=True, num_threads=num_threads)
+    for start, chunk, contributions in predict_in_chunks(
+        booster, frame, feature_specs, chunk_size, num_threads, pred_contrib=True
+    ):
         yield start, chunk, np.asarray(contributions, dtype=np.float64)
 
 

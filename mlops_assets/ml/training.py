@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -261,12 +262,24 @@ def raw_scores(
     """The booster's raw scores (log-odds scale, before calibration), in chunks. num_threads 0 = all
     cores; the scoring service passes 1 (a few records: OpenMP's hand-off costs more than it saves)."""
     raw = np.empty(len(frame), dtype=np.float64)
+    for start, chunk, scores in predict_in_chunks(booster, frame, features, chunk_size, num_threads, raw_score=True):
+        raw[start : start + len(chunk)] = scores
+    return raw
+
+
+def predict_in_chunks(
+    booster: lgb.Booster,
+    frame: pd.DataFrame,
+    features: list[FeatureSpec],
+    chunk_size: int,
+    num_threads: int,
+    **predict_options,
+) -> Iterator[tuple[int, pd.DataFrame, np.ndarray]]:
+    """(start row, prepared chunk, `booster.predict` of it) per chunk: the one way scores and SHAP
+    reasons, in batch and in the service, feed LightGBM, so reasons explain the very scores published."""
     for start in range(0, len(frame), chunk_size):
         chunk = prepare_features(frame.iloc[start : start + chunk_size], features)
-        raw[start : start + len(chunk)] = booster.predict(
-            model_matrix(booster, chunk), raw_score=True, num_threads=num_threads
-        )
-    return raw
+        yield start, chunk, booster.predict(model_matrix(booster, chunk), num_threads=num_threads, **predict_options)
 
 
 def predict_proba(
