@@ -6,7 +6,7 @@ import sys
 import textwrap
 import time
 
-from conftest import make_harness
+from conftest import copy_of_first_run
 
 READER = textwrap.dedent(
     """
@@ -35,10 +35,9 @@ READER = textwrap.dedent(
 )
 
 
-def test_readers_never_see_a_lock_error_or_a_partial_table_during_runs(tmp_path):
-    harness = make_harness(tmp_path / "platform")
-    modest = {"ops": {"caravan__propensity_model": {"config": {"num_leaves": 2, "max_rounds": 5}}}}
-    assert harness.run(run_config=modest).success  # a first champion that the default model will beat
+def test_readers_never_see_a_lock_error_or_a_partial_table_during_runs(modest_first_run, tmp_path):
+    # A first champion that the default model will beat (a copy of the session's modest first run).
+    harness = copy_of_first_run(modest_first_run, tmp_path / "platform")
     published = harness.settings.published_dir / "caravan.duckdb"
     stop_file, log_file = tmp_path / "stop", tmp_path / "reads.jsonl"
     reader = subprocess.Popen([sys.executable, "-c", READER, str(published), str(stop_file), str(log_file)])
