@@ -135,8 +135,13 @@ def first_run(
     harness = make_harness(tmp_path_factory.mktemp(name), use_cases=use_cases)
     result = harness.run(job_name, run_config=run_config, raise_on_error=False)
     assert result.success, [str(e.step_failure_data.error) for e in result.all_events if e.is_step_failure]
-    # Every connection is closed after the run, so the DuckDB files are complete on disk.
-    harness.pristine_home = tmp_path_factory.mktemp(f"{name}-pristine") / "home"
+    return keep_pristine_copy(harness, tmp_path_factory)
+
+
+def keep_pristine_copy(harness: PipelineHarness, tmp_path_factory) -> PipelineHarness:
+    """Copy the home as the run left it (every connection is closed after a run, so the DuckDB files
+    are complete on disk): `copy_of_first_run` starts tests from it."""
+    harness.pristine_home = tmp_path_factory.mktemp("pristine") / "home"
     shutil.copytree(harness.settings.home, harness.pristine_home)
     return harness
 

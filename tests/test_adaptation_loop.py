@@ -9,10 +9,12 @@ suite fast; benchmarks/adaptation.py replays the same over many batches and seed
 from __future__ import annotations
 
 import json
+import shutil
 
 import duckdb
 import pandas as pd
-from conftest import make_harness
+import pytest
+from conftest import PipelineHarness, keep_pristine_copy, make_harness
 
 from mlops_assets.cli import failure_lines
 from mlops_assets.ml.evaluation import classification_metrics
@@ -34,16 +36,38 @@ def swiss_bank(**monitoring):
     return use_case.model_copy(update={"monitoring": settings})
 
 
-class BankLoop:
-    """A swiss_bank platform with a champion trained on a year of the old economy, and its sensors."""
+def _first_year(home, customers: int = 6000, **monitoring) -> PipelineHarness:
+    """The bank's first run (MLOPS_HOME set to `home`): a champion trained on a year of the old economy."""
+    use_case = swiss_bank(**monitoring)
+    write_parquet(use_case.source_path, customers, seed=11)  # under MLOPS_HOME
+    harness = make_harness(home, use_cases=(use_case,))
+    first = harness.run(f"{NAME}_pipeline", raise_on_error=False)
+    assert first.success, failure_lines(first)
+    return harness
 
-    def __init__(self, home, monkeypatch, customers: int = 6000, **monitoring):
+
+@pytest.fixture(scope="module")
+def first_year(tmp_path_factory) -> PipelineHarness:
+    """The first run with the default (admit) drift policy, shared by the tests that use that policy:
+    each starts from a copy of its files (export, warehouse, published scores) and a fresh instance."""
+    home = tmp_path_factory.mktemp("bank")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_HOME", str(home))
+        return keep_pristine_copy(_first_year(home), tmp_path_factory)
+
+
+class BankLoop:
+    """A swiss_bank platform with a champion trained on a year of the old economy, and its sensors:
+    a copy of `first_year`, or (another drift policy) its own first run with `monitoring`."""
+
+    def __init__(self, home, monkeypatch, first_year: PipelineHarness | None = None, **monitoring):
         monkeypatch.setenv("MLOPS_HOME", str(home))
         self.use_case = swiss_bank(**monitoring)
-        write_parquet(self.use_case.source_path, customers, seed=11)
-        self.harness = make_harness(home, use_cases=(self.use_case,))
-        first = self.harness.run(f"{NAME}_pipeline", raise_on_error=False)
-        assert first.success, failure_lines(first)
+        if first_year is None:
+            self.harness = _first_year(home, **monitoring)
+        else:
+            shutil.copytree(first_year.pristine_home, home, dirs_exist_ok=True)
+            self.harness = make_harness(home, use_cases=(self.use_case,))
         self.stale_champion = self.champion()
         self.incoming_cursor = None
         requests, self.retrain_cursor, _ = self.harness.tick(RETRAIN, None)
@@ -114,8 +138,8 @@ def _check(result, name: str):
     return evaluation
 
 
-def test_regime_change_is_admitted_classified_and_learned(tmp_path, monkeypatch):
-    loop = BankLoop(tmp_path, monkeypatch)
+def test_regime_change_is_admitted_classified_and_learned(first_year, tmp_path, monkeypatch):
+    loop = BankLoop(tmp_path, monkeypatch, first_year)
     result = loop.deliver("regime_change", 1, strength=1.0)
     assert result.success, failure_lines(result)  # admitted: the batch reaches the history
     assert loop.history_loads() == 2
@@ -162,8 +186,10 @@ def test_regime_change_is_admitted_classified_and_learned(tmp_path, monkeypatch)
             assert loop.harness.launch(request, f"{NAME}_retrain").success
 
 
-def test_stationary_and_seasonal_batches_request_no_retrain_and_broken_data_is_blocked(tmp_path, monkeypatch):
-    loop = BankLoop(tmp_path, monkeypatch)
+def test_stationary_and_seasonal_batches_request_no_retrain_and_broken_data_is_blocked(
+    first_year, tmp_path, monkeypatch
+):
+    loop = BankLoop(tmp_path, monkeypatch, first_year)
     for batch, scenario in ((1, "stationary"), (2, "seasonal"), (6, "seasonal")):
         result = loop.deliver(scenario, batch)
         assert result.success, failure_lines(result)
