@@ -7,6 +7,7 @@ change it get their own copy (`copy_of_first_run`) instead of running the pipeli
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import tempfile
@@ -143,7 +144,23 @@ def keep_pristine_copy(harness: PipelineHarness, tmp_path_factory) -> PipelineHa
     are complete on disk): `copy_of_first_run` starts tests from it."""
     harness.pristine_home = tmp_path_factory.mktemp("pristine") / "home"
     shutil.copytree(harness.settings.home, harness.pristine_home)
+    _out_of_the_collectors_sight()
     return harness
+
+
+def _out_of_the_collectors_sight() -> None:
+    """What a first run leaves alive (dagster, dbt, GX, LightGBM modules, definitions, the session's
+    platforms) lives as long as the worker: freeze it, as `mlops` does for a command's run
+    (cli._definitions_for_job), so Python's full collections during the next tests' runs stop
+    traversing it. Measured on test_monitoring_loop.py: 6.7 s -> 4.5 s spent collecting."""
+    gc.collect()
+    gc.freeze()
+
+
+def pytest_unconfigure(config) -> None:
+    # Back in the collector's sight before the interpreter exits, so that DuckDB's bindings
+    # (nanobind) see their objects finalized instead of reporting them leaked.
+    gc.unfreeze()
 
 
 @pytest.fixture(scope="session")
