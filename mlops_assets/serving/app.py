@@ -20,6 +20,7 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
 import numpy as np
@@ -512,9 +513,9 @@ def create_app(
 
 
 def _plain(value):
-    """A feature value as JSON: numbers as float, missing as None, categories as text."""
+    """A feature value as JSON: numbers as float, missing as None, categories (and flags) as text."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return None
-    if isinstance(value, (np.integer, np.floating, int, float)):
+    if isinstance(value, (np.integer, np.floating, int, float, Decimal)) and not isinstance(value, bool):
         return float(value)
     return str(value)
