@@ -137,7 +137,13 @@ def test_ready_and_use_cases_name_the_verified_champion(platform):
     listing = platform.get("/v1/use-cases").json()
     assert listing[0]["champion_version"] == champion and listing[0]["published_customers"] == 5822
     assert listing[0]["shadow_versions"] == []
-    assert httpx.get(platform.service.url + "/openapi.json").json()["info"]["title"]
+    schema = httpx.get(platform.service.url + "/openapi.json").json()
+    assert schema["info"]["title"]
+    # The docs offer both ways to send a key, and every scores endpoint requires one.
+    assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+    for path in ("/v1/use-cases", "/v1/use-cases/{use_case}/customers/{customer_id}"):
+        assert schema["paths"][path]["get"]["security"] == [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/v1/health"]["get"]
 
 
 def test_lookup_returns_the_published_score_rank_decile_and_reasons(platform):
@@ -183,6 +189,9 @@ def test_bad_requests_get_clear_status_codes(platform):
     lookup = f"/v1/use-cases/caravan/customers/{customer}"
     assert httpx.get(url + lookup).status_code == 401
     assert httpx.get(url + lookup, headers={"X-API-Key": "mlk_wrong"}).status_code == 401
+    assert httpx.get(url + lookup, headers={"Authorization": "Bearer mlk_wrong"}).status_code == 401
+    assert httpx.get(url + lookup, headers={"Authorization": f"Basic {platform.full_key}"}).status_code == 401
+    assert httpx.get(url + lookup, headers={"Authorization": f"bearer {platform.full_key}"}).status_code == 200
     forbidden = platform.score([record], key=platform.lookup_key)
     assert forbidden.status_code == 403 and "score" in forbidden.json()["detail"]
     assert platform.get("/v1/use-cases/caravan/customers/CV9999999").status_code == 404
