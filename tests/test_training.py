@@ -116,13 +116,15 @@ def test_stored_calibration_reproduces_scikit_learn(trained, method):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
 
-    from mlops_assets.ml.calibration import _RawScore
+    from mlops_assets.ml.calibration import _raw_score_estimator
 
     validation = synthetic_customers(2000, 2)
     raw = raw_scores(trained.booster, validation, FEATURES).reshape(-1, 1)
     stored = fit_calibration(raw, validation["bought"], method)
     json.dumps(stored)  # plain data
-    reference = CalibratedClassifierCV(FrozenEstimator(_RawScore().fit(raw, None)), method=method, ensemble=False)
+    reference = CalibratedClassifierCV(
+        FrozenEstimator(_raw_score_estimator()().fit(raw, None)), method=method, ensemble=False
+    )
     reference.fit(raw, validation["bought"])
     holdout_raw = raw_scores(trained.booster, synthetic_customers(500, 9), FEATURES)
     np.testing.assert_allclose(

@@ -18,13 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.fairness import top_share_mask
 from mlops_assets.ml.training import FeatureSpec, predict_in_chunks
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 MISSING_VALUE_TEXT = "missing"
 

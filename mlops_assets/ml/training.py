@@ -5,15 +5,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from mlops_assets.ml.calibration import apply_calibration, fit_calibration
-from mlops_assets.ml.search import SearchResult, search
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+    from mlops_assets.ml.search import SearchResult
+
+# LightGBM, scikit-learn and SciPy are imported where a model is trained, scored or searched, not when
+# the code location loads: together 1.4 s of every `dagster dev`, `mlops` command and code-server start.
 
 
 class FeatureSpec(BaseModel):
@@ -237,6 +243,10 @@ def train_propensity_model(
 ) -> TrainedModel:
     """Search parameters and rounds by cross-validation on the training split, fit the best on the
     whole training split, and calibrate its scores on the validation split."""
+    import lightgbm as lgb
+
+    from mlops_assets.ml.search import search
+
     y_train = train[target].to_numpy()
     y_validation = validation[target].to_numpy()
     weight = positive_class_weight(y_train, params.class_weighting)

@@ -323,6 +323,9 @@ def create_app(
         version="1",
         description="Propensity scores for advisors and applications: published scores and real-time scoring.",
         lifespan=lifespan,
+        # The service reports through Prometheus and its own logs; FastAPI's OpenTelemetry bridge would
+        # otherwise look up OpenTelemetry's providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
     app.openapi = lambda: _openapi_with_key_schemes(app)
