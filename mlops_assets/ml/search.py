@@ -25,8 +25,7 @@ import pandas as pd
 if TYPE_CHECKING:
     import lightgbm as lgb
 
-# LightGBM, scikit-learn and SciPy are imported where a model is trained, scored or searched, not when
-# the code location loads: together 1.4 s of every `dagster dev`, `mlops` command and code-server start.
+# LightGBM, scikit-learn and SciPy are imported in the functions that use them (see ml/training.py).
 
 TUNED = ("learning_rate", "num_leaves", "min_child_samples", "feature_fraction", "bagging_fraction", "lambda_l2")
 
@@ -87,9 +86,9 @@ class SearchResult:
 
 def early_stopping_after(min_rounds: int, patience: int, curve: list[float]):
     """Early stopping on the first metric that ignores rounds before `min_rounds` and records the curve."""
-    state: dict = {}
-
     import lightgbm as lgb
+
+    state: dict = {}
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
         _, _, score, higher_is_better, *_ = env.evaluation_result_list[0]
@@ -110,11 +109,11 @@ def cross_validate(
     dataset: lgb.Dataset, params: dict, *, folds: int, max_rounds: int, min_rounds: int, patience: int, seed: int
 ) -> tuple[float, float, int, list[float]]:
     """(fold-mean metric at the chosen round, its fold std, chosen rounds, fold-mean curve)."""
-    curve: list[float] = []
-    labels = dataset.get_label()
     import lightgbm as lgb
     from sklearn.model_selection import StratifiedKFold
 
+    curve: list[float] = []
+    labels = dataset.get_label()
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     results = lgb.cv(
         params,
