@@ -8,6 +8,7 @@ from mlops_assets.ml.evaluation import decile_of_rank
 from mlops_assets.ml.explanations import (
     explain_top_share,
     reason_columns,
+    reasons_of_matrix,
     shap_contributions,
     top_k_indices,
     top_reasons,
@@ -215,3 +216,26 @@ def test_top_share_checks_its_inputs(model, scored, names):
 def test_feature_specs_must_match_the_model(model, scored, names):
     with pytest.raises(ValueError, match="do not match the model"):
         top_reasons(model.booster, scored, list(reversed(FEATURES)), names)
+
+
+@pytest.mark.parametrize("only_positive", [True, False])
+def test_reasons_of_a_model_matrix_are_the_reasons_of_the_frame(model, scored, names, only_positive):
+    """The scoring service's path (plain values -> model matrix -> reasons) gives exactly the batch
+    path's reasons (top_reasons on the DataFrame), labels and value texts included."""
+    from mlops_assets.ml.training import matrix_of_values
+    from mlops_assets.serving.state import reasons_of
+
+    rows = scored.head(60).copy()
+    rows.loc[rows.index[:3], "customer_subtype"] = ["astronaut", None, "family"]  # unseen and missing
+    values = {
+        name: [None if pd.isna(v) else v for v in rows[name].astype(object)] for name in [f.name for f in FEATURES]
+    }
+    matrix = matrix_of_values(model.booster, FEATURES, values.__getitem__)
+    found = reasons_of_matrix(
+        model.booster, matrix, FEATURES, values.__getitem__, names, k=3, only_positive=only_positive
+    )
+    expected = reasons_of(top_reasons(model.booster, rows, FEATURES, names, k=3, only_positive=only_positive), 3)
+    assert found == expected
+    # Not vacuous: most rows have reasons, and the categorical feature's value texts are among them.
+    assert sum(len(r) for r in found) > 60
+    assert {r["value"] for reasons in found for r in reasons if r["feature"] == "customer_subtype"} & set(SUBTYPES)

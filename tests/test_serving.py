@@ -28,6 +28,7 @@ from conftest import make_harness
 
 from mlops_assets.integrity import ArtifactTamperedError, recorded_signature, signing_key
 from mlops_assets.ml.artifacts import artifact_sha256
+from mlops_assets.ml.training import matrix_of_values
 from mlops_assets.serving.app import keep_out_of_garbage_collection
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
 from mlops_assets.serving.config import ServingConfig, hash_api_key, new_api_key
@@ -136,7 +137,13 @@ def test_ready_and_use_cases_name_the_verified_champion(platform):
     listing = platform.get("/v1/use-cases").json()
     assert listing[0]["champion_version"] == champion and listing[0]["published_customers"] == 5822
     assert listing[0]["shadow_versions"] == []
-    assert httpx.get(platform.service.url + "/openapi.json").json()["info"]["title"]
+    schema = httpx.get(platform.service.url + "/openapi.json").json()
+    assert schema["info"]["title"]
+    # The docs offer both ways to send a key, and every scores endpoint requires one.
+    assert set(schema["components"]["securitySchemes"]) == {"APIKeyHeader", "HTTPBearer"}
+    for path in ("/v1/use-cases", "/v1/use-cases/{use_case}/customers/{customer_id}"):
+        assert schema["paths"][path]["get"]["security"] == [{"APIKeyHeader": []}, {"HTTPBearer": []}]
+    assert "security" not in schema["paths"]["/v1/health"]["get"]
 
 
 def test_lookup_returns_the_published_score_rank_decile_and_reasons(platform):
@@ -182,6 +189,9 @@ def test_bad_requests_get_clear_status_codes(platform):
     lookup = f"/v1/use-cases/caravan/customers/{customer}"
     assert httpx.get(url + lookup).status_code == 401
     assert httpx.get(url + lookup, headers={"X-API-Key": "mlk_wrong"}).status_code == 401
+    assert httpx.get(url + lookup, headers={"Authorization": "Bearer mlk_wrong"}).status_code == 401
+    assert httpx.get(url + lookup, headers={"Authorization": f"Basic {platform.full_key}"}).status_code == 401
+    assert httpx.get(url + lookup, headers={"Authorization": f"bearer {platform.full_key}"}).status_code == 200
     forbidden = platform.score([record], key=platform.lookup_key)
     assert forbidden.status_code == 403 and "score" in forbidden.json()["detail"]
     assert platform.get("/v1/use-cases/caravan/customers/CV9999999").status_code == 404
@@ -490,12 +500,12 @@ def test_swiss_bank_records_score_like_the_batch(tmp_path, monkeypatch):
             [{k: getattr(v, "item", lambda v=v: v)() for k, v in row.items()} for row in export.to_dict("records")]
         )
     )
-    features = OnlineFeatures(use_case, compile_feature_sql(use_case)).build(records, pd.Timestamp.now())
+    features = OnlineFeatures(use_case, compile_feature_sql(use_case)).rows(records, pd.Timestamp.now())
     with duckdb.connect(str(published_dir / "swiss_bank.duckdb"), read_only=True) as connection:
         batch = connection.execute("select customer_id, score from customer_scores").fetchdf().set_index("customer_id")
-    scores = score_with(model, features)
+    scores = score_with(model, matrix_of_values(model.booster, model.artifact.features, features.column))
     ids = [str(customer_id) for customer_id in export["customer_id"]]  # the mart holds ids as text
-    assert list(features["customer_id"]) == ids
+    assert features.column("customer_id") == ids
     assert scores == pytest.approx(batch.loc[ids, "score"].to_numpy(), rel=1e-12)
     # The same customers in reverse order, values as the text of a CSV export ("true", "12.5", " 41 "),
     # and the target missing (a new customer's outcome is not known): the same scores.
@@ -507,12 +517,13 @@ def test_swiss_bank_records_score_like_the_batch(tmp_path, monkeypatch):
         }
         for record in records[::-1][:50]
     ]
-    texts_built = OnlineFeatures(use_case, compile_feature_sql(use_case), connections=1).build(
+    texts_built = OnlineFeatures(use_case, compile_feature_sql(use_case), connections=1).rows(
         as_text, pd.Timestamp.now()
     )
-    assert list(texts_built["customer_id"]) == ids[::-1][:50]
-    assert texts_built["bought_product_a"].isna().all()
-    assert score_with(model, texts_built) == pytest.approx(batch.loc[ids[::-1][:50], "score"].to_numpy(), rel=1e-12)
+    assert texts_built.column("customer_id") == ids[::-1][:50]
+    assert texts_built.column("bought_product_a") == [None] * 50
+    text_scores = score_with(model, matrix_of_values(model.booster, model.artifact.features, texts_built.column))
+    assert text_scores == pytest.approx(batch.loc[ids[::-1][:50], "score"].to_numpy(), rel=1e-12)
     with pytest.raises(RecordError, match=r"records\[0\]\.age"):
         OnlineFeatures(use_case, compile_feature_sql(use_case)).build(
             [{**records[0], "age": "old"}], pd.Timestamp.now()

@@ -12,6 +12,7 @@ from mlops_assets.ml.evaluation import classification_metrics
 from mlops_assets.ml.training import (
     FeatureSpec,
     TrainingParams,
+    matrix_of_values,
     model_matrix,
     predict_proba,
     prepare_features,
@@ -115,13 +116,15 @@ def test_stored_calibration_reproduces_scikit_learn(trained, method):
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
 
-    from mlops_assets.ml.calibration import _RawScore
+    from mlops_assets.ml.calibration import _raw_score_estimator
 
     validation = synthetic_customers(2000, 2)
     raw = raw_scores(trained.booster, validation, FEATURES).reshape(-1, 1)
     stored = fit_calibration(raw, validation["bought"], method)
     json.dumps(stored)  # plain data
-    reference = CalibratedClassifierCV(FrozenEstimator(_RawScore().fit(raw, None)), method=method, ensemble=False)
+    reference = CalibratedClassifierCV(
+        FrozenEstimator(_raw_score_estimator()().fit(raw, None)), method=method, ensemble=False
+    )
     reference.fit(raw, validation["bought"])
     holdout_raw = raw_scores(trained.booster, synthetic_customers(500, 9), FEATURES)
     np.testing.assert_allclose(
@@ -219,6 +222,31 @@ def test_prepared_features_equal_column_by_column_conversion_for_every_kind_of_c
     )
     with pytest.raises(ValueError, match="trained with 1 categorical feature"):
         model_matrix(trained.booster, prepared.assign(noise=prepared["noise"].astype("category")))
+
+
+def test_plain_values_encode_to_the_same_matrix_as_the_prepared_frame(trained):
+    """The service's rows (Python values as DuckDB fetches them: int, float, Decimal, None) give LightGBM
+    the numbers the batch path's DataFrame gives it, unseen and missing categories included."""
+    from decimal import Decimal
+
+    scored = synthetic_customers(40, 7)
+    scored.loc[:4, "region"] = ["Z", None, "A", "B", "C"]
+    scored.loc[5:6, "age"] = np.nan
+    rows = {
+        "age": [None if np.isnan(v) else int(v) for v in scored["age"]],
+        "region": [None if v is None or v != v else str(v) for v in scored["region"]],
+        "noise": [Decimal(str(round(v, 6))) for v in scored["noise"]],
+    }
+    frame = pd.DataFrame({name: pd.array(values, dtype=object) for name, values in rows.items()})
+    frame["age"] = pd.to_numeric(frame["age"])
+    frame["noise"] = frame["noise"].astype(float)
+    expected = model_matrix(trained.booster, prepare_features(frame, FEATURES))
+    matrix = matrix_of_values(trained.booster, FEATURES, rows.__getitem__)
+    assert np.array_equal(matrix, expected, equal_nan=True)
+    assert np.isnan(matrix[:2, 1]).all() and np.isnan(matrix[5:7, 0]).all()  # unseen/missing, missing age
+    assert np.array_equal(trained.booster.predict(matrix, raw_score=True), raw_scores(trained.booster, frame, FEATURES))
+    with pytest.raises(ValueError, match="could not convert"):
+        matrix_of_values(trained.booster, FEATURES, {**rows, "age": ["old"] * 40}.__getitem__)
 
 
 def _artifact(trained) -> ModelArtifact:

@@ -11,12 +11,15 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.training import FeatureSpec, predict_proba
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 
 class ArtifactIntegrityError(RuntimeError):
@@ -80,6 +83,8 @@ class ModelArtifact:
 
     def load_booster(self) -> lgb.Booster:
         """The booster, after verifying the checksum."""
+        import lightgbm as lgb  # on use (see ml/training.py)
+
         self.verify()
         return lgb.Booster(model_str=self.model_text)
 

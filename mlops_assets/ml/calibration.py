@@ -21,29 +21,34 @@ regression makes a step function that ties customers and overfits small validati
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV
-from sklearn.frozen import FrozenEstimator
 
 CalibrationMethod = Literal["sigmoid", "isotonic"]
 
 
-class _RawScore(ClassifierMixin, BaseEstimator):
-    """The booster's raw score, passed through: lets scikit-learn calibrate a score it did not compute."""
+@functools.cache
+def _raw_score_estimator() -> type:
+    """The booster's raw score, passed through: lets scikit-learn calibrate a score it did not compute.
+    Defined on first use: scikit-learn is imported where a calibration is fitted, not when the code
+    location loads (see ml/training.py)."""
+    from sklearn.base import BaseEstimator, ClassifierMixin
 
-    def fit(self, raw, labels):
-        self.classes_ = np.array([0, 1])
-        return self
+    class RawScore(ClassifierMixin, BaseEstimator):
+        def fit(self, raw, labels):
+            self.classes_ = np.array([0, 1])
+            return self
 
-    def decision_function(self, raw):
-        return np.asarray(raw, dtype=np.float64)[:, 0]
+        def decision_function(self, raw):
+            return np.asarray(raw, dtype=np.float64)[:, 0]
 
-    def predict(self, raw):
-        return (self.decision_function(raw) > 0).astype(np.int64)
+        def predict(self, raw):
+            return (self.decision_function(raw) > 0).astype(np.int64)
+
+    return RawScore
 
 
 def fit_calibration(raw_scores: np.ndarray, labels: np.ndarray, method: CalibrationMethod = "sigmoid") -> dict:
@@ -52,7 +57,10 @@ def fit_calibration(raw_scores: np.ndarray, labels: np.ndarray, method: Calibrat
     labels = np.asarray(labels, dtype=np.int64)
     if len(np.unique(labels)) < 2:
         raise ValueError("calibration needs both buyers and non-buyers in the calibration data")
-    frozen = FrozenEstimator(_RawScore().fit(raw, labels))
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    frozen = FrozenEstimator(_raw_score_estimator()().fit(raw, labels))
     fitted = CalibratedClassifierCV(frozen, method=method, ensemble=False).fit(raw, labels)
     calibrator = fitted.calibrated_classifiers_[0].calibrators[0]
     summary = {"method": method, "rows": int(len(labels)), "buyers": int(labels.sum())}

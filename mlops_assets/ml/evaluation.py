@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import average_precision_score, roc_auc_score
 
 from mlops_assets.ml.calibration import calibration_metrics
 
@@ -48,6 +47,8 @@ def decile_table(y_true: np.ndarray, scores: np.ndarray) -> pd.DataFrame:
 def classification_metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     """Ranking (ROC AUC, PR AUC, lift and capture in the top decile, capture in the top 20%) and
     calibration (Brier score against the base rate's, ECE, mean score against the realized rate)."""
+    from sklearn.metrics import average_precision_score, roc_auc_score  # on use (see ml/training.py)
+
     y_true = np.asarray(y_true, dtype=float)
     scores = np.asarray(scores, dtype=float)
     if len(np.unique(y_true)) < 2:

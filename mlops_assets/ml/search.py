@@ -17,23 +17,33 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from scipy.stats import loguniform
-from sklearn.model_selection import ParameterSampler, StratifiedKFold, train_test_split
 
-# Where the search looks. Wide enough for 5k to 1M customers; each trial is cross-validated.
-SEARCH_SPACE = {
-    "learning_rate": loguniform(0.01, 0.15),
-    "num_leaves": [3, 5, 7, 15, 31, 63],
-    "min_child_samples": [10, 20, 40, 80, 160, 320],
-    "feature_fraction": [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-    "bagging_fraction": [0.6, 0.7, 0.8, 0.9, 1.0],
-    "lambda_l2": loguniform(0.1, 50.0),
-}
-TUNED = tuple(SEARCH_SPACE)
+if TYPE_CHECKING:
+    import lightgbm as lgb
+
+# LightGBM, scikit-learn and SciPy are imported in the functions that use them (see ml/training.py).
+
+TUNED = ("learning_rate", "num_leaves", "min_child_samples", "feature_fraction", "bagging_fraction", "lambda_l2")
+
+
+def search_space() -> dict:
+    """Where the search looks (values of TUNED). Wide enough for 5k to 1M customers; each trial is
+    cross-validated."""
+    from scipy.stats import loguniform
+
+    values = (
+        loguniform(0.01, 0.15),
+        [3, 5, 7, 15, 31, 63],
+        [10, 20, 40, 80, 160, 320],
+        [0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
+        [0.6, 0.7, 0.8, 0.9, 1.0],
+        loguniform(0.1, 50.0),
+    )
+    return dict(zip(TUNED, values, strict=True))
 
 
 @dataclass
@@ -76,6 +86,8 @@ class SearchResult:
 
 def early_stopping_after(min_rounds: int, patience: int, curve: list[float]):
     """Early stopping on the first metric that ignores rounds before `min_rounds` and records the curve."""
+    import lightgbm as lgb
+
     state: dict = {}
 
     def callback(env: lgb.callback.CallbackEnv) -> None:
@@ -97,6 +109,9 @@ def cross_validate(
     dataset: lgb.Dataset, params: dict, *, folds: int, max_rounds: int, min_rounds: int, patience: int, seed: int
 ) -> tuple[float, float, int, list[float]]:
     """(fold-mean metric at the chosen round, its fold std, chosen rounds, fold-mean curve)."""
+    import lightgbm as lgb
+    from sklearn.model_selection import StratifiedKFold
+
     curve: list[float] = []
     labels = dataset.get_label()
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
@@ -131,6 +146,9 @@ def search(
     """Cross-validate the base parameters and up to `trials - 1` sampled alternatives; the best trial
     has the best fold-mean metric. Stops starting trials after `max_seconds` (trial 0 always runs).
     Above `max_rows` training rows the search runs on a stratified sample of that size."""
+    import lightgbm as lgb
+    from sklearn.model_selection import ParameterSampler, train_test_split
+
     if len(features) > max_rows:
         features, _, labels, _ = train_test_split(
             features, labels, train_size=max_rows, stratify=labels, random_state=seed
@@ -146,7 +164,7 @@ def search(
     )
     candidates = [dict(base_params)]
     if trials > 1:
-        sampler = ParameterSampler(SEARCH_SPACE, n_iter=trials - 1, random_state=seed)
+        sampler = ParameterSampler(search_space(), n_iter=trials - 1, random_state=seed)
         candidates += [{**base_params, **{k: _plain(v) for k, v in sampled.items()}} for sampled in sampler]
     started, done, stopped_by_time = time.perf_counter(), [], False
     for number, params in enumerate(candidates):

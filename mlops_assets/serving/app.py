@@ -20,14 +20,15 @@ import time
 import uuid
 from contextlib import asynccontextmanager
 from datetime import datetime
+from decimal import Decimal
 from typing import Annotated
 
 import numpy as np
 import pandas as pd
-from fastapi import Depends, FastAPI, HTTPException, Path, Request, Security
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
@@ -322,42 +323,41 @@ def create_app(
         version="1",
         description="Propensity scores for advisors and applications: published scores and real-time scoring.",
         lifespan=lifespan,
+        # The service reports through Prometheus and its own logs; FastAPI's OpenTelemetry bridge would
+        # otherwise look up OpenTelemetry's providers on every request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
-    # The review pages at / (session cookie middleware inside the serving middleware).
-    install_review_pages(app, service)
-    app.add_middleware(ServingMiddleware, service=service)
+    app.openapi = lambda: _openapi_with_key_schemes(app)
 
     # Endpoints and dependencies that only read memory are `async` (no hop to the thread pool); scoring,
     # which runs DuckDB and LightGBM, stays a plain function and runs in uvicorn's worker threads.
-    api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
-    bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")
+    def scope(required: str | None):
+        """The caller's key, checked: 401 without a valid key, 403 without the `required` scope.
 
-    async def caller(
-        request: Request,
-        api_key: Annotated[str | None, Security(api_key_header)],
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-    ) -> ApiKey:
-        key = api_key or (credentials.credentials if credentials else None)
-        if not key:
-            raise HTTPException(
-                401,
-                "missing API key (X-API-Key header or Authorization: Bearer)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
-        found = service.config.caller_for(key)
-        if found is None:
-            raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
-        request.state.caller = found.name
-        return found
+        One dependency reading the headers itself, not FastAPI's APIKeyHeader and HTTPBearer under a
+        caller and a scope dependency: solving those four was 40% of a lookup's CPU (cProfile, in
+        process), about 0.15 ms a request. The two schemes still show in the OpenAPI docs (KEY_SCHEMES)."""
 
-    def scope(required: str):
-        async def check(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
-            if required not in key.scopes:
-                raise HTTPException(403, f"API key {key.name!r} lacks the scope {required!r}")
-            return key
+        async def check(request: Request) -> ApiKey:
+            key = request.headers.get("x-api-key") or _bearer_token(request.headers.get("authorization"))
+            if not key:
+                raise HTTPException(
+                    401,
+                    "missing API key (X-API-Key header or Authorization: Bearer)",
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            found = service.config.caller_for(key)
+            if found is None:
+                raise HTTPException(401, "invalid API key", headers={"WWW-Authenticate": "Bearer"})
+            request.state.caller = found.name
+            if required is not None and required not in found.scopes:
+                raise HTTPException(403, f"API key {found.name!r} lacks the scope {required!r}")
+            return found
 
         return check
+
+    caller = scope(None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError):
@@ -391,7 +391,7 @@ def create_app(
     def metrics() -> Response:
         return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/v1/use-cases", tags=["scores"])
+    @app.get("/v1/use-cases", tags=["scores"], openapi_extra=KEY_REQUIRED)
     async def list_use_cases(key: Annotated[ApiKey, Depends(caller)]) -> list[dict]:
         listing = []
         for name, served in service.use_cases.items():
@@ -413,7 +413,12 @@ def create_app(
             )
         return listing
 
-    @app.get("/v1/use-cases/{use_case}/customers/{customer_id}", tags=["scores"], response_model=LookupResponse)
+    @app.get(
+        "/v1/use-cases/{use_case}/customers/{customer_id}",
+        tags=["scores"],
+        response_model=LookupResponse,
+        openapi_extra=KEY_REQUIRED,
+    )
     async def lookup(
         request: Request,
         use_case: str,
@@ -443,7 +448,9 @@ def create_app(
             published_at=scores.published_at,
         )
 
-    @app.post("/v1/use-cases/{use_case}/score", tags=["scores"], response_model=ScoreResponse)
+    @app.post(
+        "/v1/use-cases/{use_case}/score", tags=["scores"], response_model=ScoreResponse, openapi_extra=KEY_REQUIRED
+    )
     def score(
         request: Request,
         use_case: str,
@@ -508,13 +515,43 @@ def create_app(
             service.metrics.shadow.labels(use_case, version).inc(len(scored.customer_ids))
         return ScoreResponse(use_case=use_case, request_id=request.state.request_id, results=results)
 
+    # The review pages at / after the API's routes (a lookup is matched without trying the pages' routes
+    # first); their session cookie middleware inside the serving middleware.
+    install_review_pages(app, service)
+    app.add_middleware(ServingMiddleware, service=service)
     return app
 
 
+# The API's two ways to send a key, as OpenAPI security schemes (the docs' "Authorize" button).
+KEY_SCHEMES = {
+    "APIKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "API key"},
+    "HTTPBearer": {"type": "http", "scheme": "bearer", "description": "API key as a bearer token"},
+}
+KEY_REQUIRED = {"security": [{name: []} for name in KEY_SCHEMES]}
+
+
+def _openapi_with_key_schemes(app: FastAPI) -> dict:
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {})["securitySchemes"] = KEY_SCHEMES
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+def _bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (as FastAPI's HTTPBearer reads it)."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
 def _plain(value):
-    """A feature value as JSON: numbers as float, missing as None, categories as text."""
+    """A feature value as JSON: numbers as float, missing as None, categories (and flags) as text."""
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
         return None
-    if isinstance(value, (np.integer, np.floating, int, float)):
+    if isinstance(value, (np.integer, np.floating, int, float, Decimal)) and not isinstance(value, bool):
         return float(value)
     return str(value)

@@ -25,11 +25,13 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-import lightgbm as lgb
+from typing import TYPE_CHECKING
 
 from mlops_assets.integrity import ArtifactTamperedError, check_signature
 from mlops_assets.ml.artifacts import ArtifactIntegrityError, ModelArtifact, artifact_sha256
+
+if TYPE_CHECKING:
+    import lightgbm as lgb
 
 MANIFEST_NAME = "serving.json"
 SHADOW_STATUSES = ("pending_approval", "candidate")

@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import pandas as pd
 
-from mlops_assets.ml.explanations import top_reasons
-from mlops_assets.ml.training import predict_proba, prepare_features
-from mlops_assets.serving.features import OnlineFeatures
-from mlops_assets.serving.state import ModelSet, ServedModel, ServedUseCase, reasons_of
+from mlops_assets.ml.explanations import reasons_of_matrix
+from mlops_assets.ml.training import matrix_of_values, probabilities
+from mlops_assets.serving.features import FeatureRows, OnlineFeatures
+from mlops_assets.serving.state import ModelSet, ServedModel, ServedUseCase
 
 
 class NoChampionError(RuntimeError):
@@ -41,22 +40,19 @@ def canary_bucket(use_case: str, customer_id: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def score_with(model: ServedModel, features: pd.DataFrame) -> np.ndarray:
-    """The batch path's scoring call (defs/scoring.py, customer_scores): same function, same arguments."""
-    return predict_proba(
-        model.booster,
-        features,
-        model.artifact.features,
-        model.artifact.score_offset,
-        calibration=model.artifact.calibration,
-        num_threads=1,  # a request's few records: one thread (requests run in parallel threads)
-    )
+def score_with(model: ServedModel, matrix: np.ndarray) -> np.ndarray:
+    """Probabilities as the batch path computes them (`training.predict_proba`): raw LightGBM scores of
+    the same model matrix, through the model's calibration."""
+    raw = model.booster.predict(matrix, raw_score=True, num_threads=1)  # a few records: one thread
+    return probabilities(raw, model.artifact.score_offset, model.artifact.calibration)
 
 
-def _reasons_with(model: ServedModel, features: pd.DataFrame, readable: dict[str, str], k: int) -> list[list[dict]]:
-    if features.empty:
+def _reasons_with(
+    model: ServedModel, matrix: np.ndarray, rows: FeatureRows, readable: dict[str, str], k: int
+) -> list[list[dict]]:
+    if len(matrix) == 0:
         return []
-    return reasons_of(top_reasons(model.booster, features, model.artifact.features, readable, k=k, num_threads=1), k)
+    return reasons_of_matrix(model.booster, matrix, model.artifact.features, rows.column, readable, k=k, num_threads=1)
 
 
 @dataclass
@@ -179,14 +175,15 @@ class Scorer:
         models = self.served.models  # one model set for all these records
         if models is None:
             raise NoChampionError(f"{self.use_case}: no verified champion model to score with")
-        features = self.features.build(records, datetime.now(UTC).replace(tzinfo=None))
-        customer_ids = features["customer_id"].tolist()
-        # Each model's inputs prepared once, for its scores and its reasons.
-        prepared = {
-            m.version: prepare_features(features, m.artifact.features) for m in (models.champion, *models.shadows)
+        rows = self.features.rows(records, datetime.now(UTC).replace(tzinfo=None))
+        customer_ids = rows.column("customer_id")
+        # Each model's inputs encoded once, for its scores and its reasons.
+        matrices = {
+            m.version: matrix_of_values(m.booster, m.artifact.features, rows.column)
+            for m in (models.champion, *models.shadows)
         }
-        champion_scores = score_with(models.champion, prepared[models.champion.version])
-        shadow_scores = {m.version: score_with(m, prepared[m.version]) for m in models.shadows}
+        champion_scores = score_with(models.champion, matrices[models.champion.version])
+        shadow_scores = {m.version: score_with(m, matrices[m.version]) for m in models.shadows}
         challenger = models.challenger
         share = self.canary_share()
         canary = np.array(
@@ -199,15 +196,21 @@ class Scorer:
         reasons: list[list[dict]] = [[] for _ in customer_ids]
         for model, mask in ((models.champion, ~canary), (challenger, canary)):
             if model is not None and mask.any():
-                found = _reasons_with(model, prepared[model.version][mask], self.readable_names, k)
-                for position, reasons_of_one in zip(np.flatnonzero(mask), found, strict=True):
+                positions = np.flatnonzero(mask)
+                found = _reasons_with(
+                    model, matrices[model.version][mask], rows.take(list(positions)), self.readable_names, k
+                )
+                for position, reasons_of_one in zip(positions, found, strict=True):
                     reasons[position] = reasons_of_one
         input_names = [m.name for m in models.champion.artifact.features]
+        inputs = np.empty((len(customer_ids), len(input_names)), dtype=object)
+        for column, name in enumerate(input_names):
+            inputs[:, column] = rows.column(name)
         return ScoredRecords(
             models,
             customer_ids,
             input_names,
-            features[input_names].to_numpy(dtype=object),
+            inputs,
             champion_scores,
             shadow_scores,
             canary,
