@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -144,6 +145,12 @@ def test_ready_and_use_cases_name_the_verified_champion(platform):
     for path in ("/v1/use-cases", "/v1/use-cases/{use_case}/customers/{customer_id}"):
         assert schema["paths"][path]["get"]["security"] == [{"APIKeyHeader": []}, {"HTTPBearer": []}]
     assert "security" not in schema["paths"]["/v1/health"]["get"]
+    # The docs page loads Swagger UI from the service itself (no CDN: servers often have no internet).
+    docs = httpx.get(platform.service.url + "/docs").text
+    scripts = re.findall(r'<script src="([^"]+)"', docs)
+    assert scripts and all(src.startswith("/") for src in scripts) and "cdn" not in docs
+    for src in scripts:
+        assert httpx.get(platform.service.url + src).status_code == 200
 
 
 def test_lookup_returns_the_published_score_rank_decile_and_reasons(platform):

@@ -29,6 +29,7 @@ from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
@@ -318,7 +319,10 @@ def create_app(
         service.watcher.stop()
         service.request_log.close()
 
-    app = FastAPI(
+    # FastAPIOffline: FastAPI whose /docs and /redoc pages load Swagger UI and ReDoc from files shipped in
+    # the package (fastapi-offline), not from a CDN: FastAPI's own /docs stayed blank on a machine
+    # without internet access, as a bank's servers often are.
+    app = FastAPIOffline(
         title="Bank marketing scoring service",
         version="1",
         description="Propensity scores for advisors and applications: published scores and real-time scoring.",

@@ -392,14 +392,16 @@ class OnlineFeatures:
             for r in records
         ]
 
-    def build(self, records: list[dict], loaded_at: datetime) -> pd.DataFrame:
-        """The mart rows of `records` as a DataFrame, in request order (RecordError for values breaking
-        the rules)."""
-        return self.rows(records, loaded_at, as_frame=True)
+    def rows(self, records: list[dict], loaded_at: datetime) -> FeatureRows:
+        """The mart rows of `records`, in request order, as fetched (what the service scores).
+        RecordError for values breaking the rules."""
+        return self._built(records, loaded_at, as_frame=False)
 
-    def rows(self, records: list[dict], loaded_at: datetime, as_frame: bool = False) -> FeatureRows | pd.DataFrame:
-        """The mart rows of `records`, in request order, as fetched (Python values; `as_frame`: a
-        DataFrame as the batch path reads the mart). RecordError for values breaking the rules."""
+    def build(self, records: list[dict], loaded_at: datetime) -> pd.DataFrame:
+        """The same rows as a DataFrame, typed as the batch path reads the mart (for comparing them)."""
+        return self._built(records, loaded_at, as_frame=True)
+
+    def _built(self, records: list[dict], loaded_at: datetime, as_frame: bool):
         self.check_fields(records)
         texts = self.texts(records)
         with self._connection() as prepared:
