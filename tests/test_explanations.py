@@ -223,7 +223,6 @@ def test_reasons_of_a_model_matrix_are_the_reasons_of_the_frame(model, scored, n
     """The scoring service's path (plain values -> model matrix -> reasons) gives exactly the batch
     path's reasons (top_reasons on the DataFrame), labels and value texts included."""
     from mlops_assets.ml.training import matrix_of_values
-    from mlops_assets.serving.state import reasons_of
 
     rows = scored.head(60).copy()
     rows.loc[rows.index[:3], "customer_subtype"] = ["astronaut", None, "family"]  # unseen and missing
@@ -234,7 +233,15 @@ def test_reasons_of_a_model_matrix_are_the_reasons_of_the_frame(model, scored, n
     found = reasons_of_matrix(
         model.booster, matrix, FEATURES, values.__getitem__, names, k=3, only_positive=only_positive
     )
-    expected = reasons_of(top_reasons(model.booster, rows, FEATURES, names, k=3, only_positive=only_positive), 3)
+    table = top_reasons(model.booster, rows, FEATURES, names, k=3, only_positive=only_positive)
+    expected = [
+        [
+            {part: row[f"reason_{i}_{part}"] for part in ("feature", "label", "value", "contribution")}
+            for i in range(1, 4)
+            if row[f"reason_{i}_feature"] is not None
+        ]
+        for row in table.to_dict("records")
+    ]
     assert found == expected
     # Not vacuous: most rows have reasons, and the categorical feature's value texts are among them.
     assert sum(len(r) for r in found) > 60

@@ -24,7 +24,6 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from mlops_assets.integrity import ArtifactTamperedError, signing_key
 from mlops_assets.ml.artifacts import ArtifactIntegrityError
@@ -231,27 +230,3 @@ def frame_reasons(row: dict, k: int) -> list[dict]:
             }
         )
     return reasons
-
-
-def reasons_of(table: pd.DataFrame, k: int) -> list[list[dict]]:
-    """Reasons from top_reasons() output (reason_i_feature/_label/_value/_contribution) per row."""
-    parts = ("feature", "label", "value", "contribution")
-    # Column by column (.tolist()), not row by row (to_dict): a request has few rows and 4k columns.
-    columns = {(i, part): table[f"reason_{i}_{part}"].tolist() for i in range(1, k + 1) for part in parts}
-    result = []
-    for row in range(len(table)):
-        reasons = []
-        for i in range(1, k + 1):
-            feature = columns[(i, "feature")][row]
-            if feature is None:
-                continue
-            reasons.append(
-                {
-                    "feature": feature,
-                    "label": columns[(i, "label")][row],
-                    "value": columns[(i, "value")][row],
-                    "contribution": float(columns[(i, "contribution")][row]),
-                }
-            )
-        result.append(reasons)
-    return result
