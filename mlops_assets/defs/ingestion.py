@@ -102,14 +102,12 @@ def build_ingestion_assets(use_case: UseCase) -> list[dg.AssetsDefinition]:
                     dialect=CsvDialect(config.delimiter, config.decimal, config.encoding, config.quote),
                     assigned_ids=config.assigned_ids,
                 )
-            except SourceDataError as error:
+            except (SourceDataError, LoadResourceError) as error:
+                # A bad file is a data-quality alert; running out of memory or disk is the machine's.
+                resources = isinstance(error, LoadResourceError)
+                kind, outcome = ("load_resources", "failed") if resources else ("data_quality", "rejected")
                 notifier.notify(
-                    context, name, "data_quality", f"load rejected: {error}", {"load_id": load_id}, "error", connection
-                )
-                raise
-            except LoadResourceError as error:  # the machine's problem, not the file's: said so
-                notifier.notify(
-                    context, name, "load_resources", f"load failed: {error}", {"load_id": load_id}, "error", connection
+                    context, name, kind, f"load {outcome}: {error}", {"load_id": load_id}, "error", connection
                 )
                 raise
             ensure_outcomes_table(connection, name, target_column)

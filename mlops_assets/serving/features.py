@@ -17,6 +17,7 @@ Compiling costs 10-20 s (dbt parses the project), so the compiled SQL is cached 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import json
@@ -167,8 +168,12 @@ class FeatureRows:
     def fetch(cls, result: duckdb.DuckDBPyConnection) -> FeatureRows:
         return cls([d[0] for d in result.description], result.fetchall())
 
+    @functools.cached_property
+    def _positions(self) -> dict[str, int]:  # once per request: each model reads ~90 columns by name
+        return {name: position for position, name in enumerate(self.columns)}
+
     def column(self, name: str) -> list:
-        position = self.columns.index(name)
+        position = self._positions[name]
         return [row[position] for row in self.values]
 
     def take(self, positions: list[int]) -> FeatureRows:
