@@ -138,7 +138,23 @@ def run_build(
                 build.result_events.append(message)
         build.failures = message
         worker.join()
+        _release_warehouse()
     return build
+
+
+def _release_warehouse() -> None:
+    """Close dbt-duckdb's database. The profile keeps it open for the whole invocation (one open of
+    the file instead of one each time dbt's connections go idle), and dbt-duckdb keeps it in a
+    class attribute for the life of the process: without this, the file would stay locked after
+    the build, for the step's readers and for other processes."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    try:
+        environment = DuckDBConnectionManager.env()
+    except Exception:  # no environment: the invocation never connected (e.g. it failed to start)
+        return
+    environment.close()
+    DuckDBConnectionManager.close_all_connections()  # the next build opens a new one
 
 
 @contextmanager
