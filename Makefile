@@ -48,9 +48,11 @@ test: setup
 dev: setup
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-# The scoring service on http://127.0.0.1:8080 (keys: var/serving.yaml, see README "Scoring service").
+# The scoring service on http://127.0.0.1:8080 (keys: var/serving.yaml, see README "Scoring service");
+# one worker process a core (`make serve SERVE_WORKERS=4`).
+SERVE_WORKERS ?= 2
 serve: setup
-	$(VENV)/bin/mlops serve --host 127.0.0.1 --port 8080
+	$(VENV)/bin/mlops serve --host 127.0.0.1 --port 8080 --workers $(SERVE_WORKERS)
 
 bench: setup
 	$(VENV)/bin/python benchmarks/pipeline_vs_bare_script.py

@@ -1,15 +1,16 @@
 """Bounded load on the scoring service over loopback: latency percentiles and throughput.
 
     .venv/bin/python benchmarks/serving.py [--home DIR] [--seconds 8] [--concurrency 1 8 32] [--port N]
+                                           [--workers 2]
 
 Runs the caravan pipeline into a temporary home (or uses --home, a platform home with published
-scores and exported models), starts `mlops serve` on a free loopback port, and for lookup and for score
-(one record, with reasons) sends requests from N client processes (one keep-alive connection each) for a fixed
-time at each concurrency; then the same at concurrency 8 while another process republishes the scores
-and the models again and again (the service swaps snapshots meanwhile). Prints p50/p95/p99 latency,
-requests/s, errors, and the CPU time per request of the service process and of the clients (ms; these
-depend little on what else the machine runs). Client and server share the machine's cores, so latency
-and throughput include the clients' cost.
+scores and exported models), starts `mlops serve --workers 2` on a free loopback port, and for lookup
+and for score (one record, with reasons) sends requests from N client processes (one keep-alive
+connection each) for a fixed time at each concurrency; then the same at concurrency 8 while another
+process republishes the scores and the models again and again (the service swaps snapshots
+meanwhile). Prints p50/p95/p99 latency, requests/s, errors, and the CPU time per request of the
+service's processes and of the clients (ms; these depend little on what else the machine runs).
+Client and server share the machine's cores, so latency and throughput include the clients' cost.
 """
 
 from __future__ import annotations
@@ -74,9 +75,17 @@ def republish_loop(home: Path, stop_file: Path) -> None:
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), for CPU per request."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far (Linux /proc) of a process and of its worker processes (one level
+    of children: `mlops serve --workers N`'s supervisor and its workers), for CPU per request."""
+    total = 0.0
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    for process in (pid, *(int(child) for child in children.read_text().split())):
+        try:
+            fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # a worker that has just ended
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def _client(url: str, key: str, kind: str, payloads: list, slot: int, step: int, start_at: float, stop_at: float, out):
@@ -166,6 +175,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per measurement")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--port", type=int, help="loopback port of the service (default: a free one)")
+    parser.add_argument("--workers", type=int, default=2, help="`mlops serve --workers` (default 2: one a core here)")
     parser.add_argument("--republish-loop", nargs=2, metavar=("HOME", "STOP_FILE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.republish_loop:
@@ -197,7 +207,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     lookups = list(rng.choice(customers, size=2000))
 
-    service = ServiceProcess(home, config, scratch / "service.log", port=args.port)
+    service = ServiceProcess(home, config, scratch / "service.log", port=args.port, workers=args.workers)
     rows = []
     try:
         service.wait_until_ready()
@@ -234,6 +244,7 @@ def main() -> None:
         exit_code = service.stop()
     averages = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(f"\nload average (1, 5, 15 min) at the end: {averages} on {os.cpu_count()} cores")
+    print(f"service: mlops serve --workers {args.workers}")
     print(
         f"{'endpoint':8} {'conc':>4} {'phase':32} {'requests':>8} {'errors':>6} {'p50 ms':>8} {'p95 ms':>8} "
         f"{'p99 ms':>8} {'req/s':>8} {'versions':>8} {'srv cpu':>8} {'cli cpu':>8}"

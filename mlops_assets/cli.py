@@ -14,7 +14,7 @@
     mlops audit --customer ID [--date YYYY-MM-DD]
     mlops review accept|reject --load ID --by NAME --why TEXT   decide on a batch held for review
     mlops quality-suites                           rewrite the suite files from the data dictionary
-    mlops serve [--host 127.0.0.1] [--port 8080]   the scoring service (README "Scoring service")
+    mlops serve [--host 127.0.0.1] [--port 8080] [--workers 2]   the scoring service (README "Scoring service")
     mlops new-use-case NAME --from FILE --target COLUMN [--id COLUMN] [--positive VALUE] ...
                                                    a new use case from one export (README walkthrough)
 
@@ -479,7 +479,7 @@ def add_new_use_case_command(commands) -> None:
 def serve(args: argparse.Namespace) -> int:
     from mlops_assets.serving.server import serve as run_service
 
-    return run_service(args.host, args.port, args.serve_use_case)
+    return run_service(args.host, args.port, args.serve_use_case, args.workers)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -551,6 +551,9 @@ def main(argv: list[str] | None = None) -> int:
     service.add_argument("--host", default="127.0.0.1")
     service.add_argument("--port", type=int, default=8080)
     service.add_argument("--use-case", dest="serve_use_case", action="append", help="repeatable; default caravan")
+    service.add_argument(
+        "--workers", type=int, default=1, help="worker processes on one socket (one a core; README: Scoring service)"
+    )
     service.set_defaults(handler=serve)
     add_new_use_case_command(commands)
     args = parser.parse_args(argv)

@@ -1,7 +1,8 @@
 """The scoring service, as a real uvicorn process on a free loopback port, called over HTTP.
 
 One platform (a copy of the session's completed caravan pipeline, so the shared fixture is never
-changed) and one service process serve the whole module; the tests run in file order: lookups and
+changed) and one service with two worker processes (`mlops serve --workers 2`, as in production: every
+answer below may come from either) serve the whole module; the tests run in file order: lookups and
 scores against the batch, bad input, then a model pending approval (shadow, canary), its approval
 under a client loop (hot swap), a tampered artefact, a rollback, and a graceful shutdown.
 """
@@ -32,7 +33,7 @@ from mlops_assets.ml.artifacts import artifact_sha256
 from mlops_assets.ml.training import matrix_of_values
 from mlops_assets.serving.app import keep_out_of_garbage_collection
 from mlops_assets.serving.artefacts import load_served_model, models_dir, read_manifest
-from mlops_assets.serving.config import ServingConfig, hash_api_key, new_api_key
+from mlops_assets.serving.config import ServingConfig, hash_api_key, hash_password, new_api_key
 from mlops_assets.serving.features import OnlineFeatures, RecordError, compile_feature_sql
 from mlops_assets.serving.process import ServiceProcess
 from mlops_assets.serving.records import RequestLog, alerts_path, requests_dir
@@ -41,6 +42,8 @@ from mlops_assets.synthetic.swiss_bank import write_parquet
 from mlops_assets.use_cases import get_use_case
 
 CANARY_SHARE = 0.3
+WORKERS = 2
+REVIEWER = {"name": "ada", "password": "correct horse battery staple"}
 PENDING_MODEL = {"ops": {"caravan__propensity_model": {"config": {"num_leaves": 15, "max_rounds": 300}}}}
 
 
@@ -107,13 +110,13 @@ def _serving_config(home, full_key: str, lookup_key: str, **overrides) -> Path:
 
 
 @contextmanager
-def _serving(completed_pipeline, home: Path, use_cases=None, **config_overrides):
+def _serving(completed_pipeline, home: Path, use_cases=None, workers: int = 1, **config_overrides):
     """A copy of the session's completed pipeline, as its first run left it, and a service over it."""
     shutil.copytree(completed_pipeline.pristine_home, home)
     harness = make_harness(home, use_cases=use_cases)
     full_key, lookup_key = new_api_key(), new_api_key()
     config = _serving_config(home, full_key, lookup_key, **config_overrides)
-    service = ServiceProcess(home, config, home / "service.log")
+    service = ServiceProcess(home, config, home / "service.log", workers=workers)
     try:
         service.wait_until_ready()
         yield Platform(harness, service, full_key, lookup_key)
@@ -123,7 +126,9 @@ def _serving(completed_pipeline, home: Path, use_cases=None, **config_overrides)
 
 @pytest.fixture(scope="module")
 def platform(completed_pipeline, tmp_path_factory):
-    with _serving(completed_pipeline, tmp_path_factory.mktemp("serving") / "home", (_manual_caravan(),)) as served:
+    home = tmp_path_factory.mktemp("serving") / "home"
+    reviewer = {"name": REVIEWER["name"], "password_scrypt": hash_password(REVIEWER["password"]), "roles": ["reviewer"]}
+    with _serving(completed_pipeline, home, (_manual_caravan(),), workers=WORKERS, accounts=[reviewer]) as served:
         yield served
 
 
@@ -256,12 +261,39 @@ def test_every_request_is_recorded_with_caller_latency_and_versions(platform):
     first = scored[0]["records"][0]
     assert first["features"]["customer_subtype"] is not None and first["champion"]["model_version"]
     assert scored[0]["inputs"][0]["MOSTYPE"] is not None
-    metrics = httpx.get(platform.service.url + "/metrics").text
-    assert 'mlops_serving_requests_total{endpoint="score",status="200"}' in metrics
-    assert 'mlops_serving_request_seconds_bucket{endpoint="lookup"' in metrics
-    assert 'mlops_serving_errors_total{endpoint="score",status="422"}' in metrics
+    # Both worker processes answered, and /metrics adds up what each counted.
+    assert len({line["worker"] for line in lines}) == WORKERS
+    metrics = _metrics(platform)
+    for endpoint, status in (("lookup", 200), ("score", 200), ("score", 422)):
+        logged = sum(line["endpoint"] == endpoint and line["status"] == status for line in lines)
+        labels = (("endpoint", endpoint), ("status", str(status)))
+        assert logged > 0 and metrics[("mlops_serving_requests_total", labels)] == logged
+    assert metrics[("mlops_serving_errors_total", (("endpoint", "score"), ("status", "422")))] > 0
+    assert any(
+        name == "mlops_serving_request_seconds_bucket" and ("endpoint", "lookup") in labels for name, labels in metrics
+    )
     champion = read_manifest(platform.harness.settings.published_dir, "caravan")["champion"]["model_version"]
-    assert f'mlops_serving_model_info{{model_version="{champion}",role="champion",use_case="caravan"}} 1.0' in metrics
+    assert _workers_serving(platform, "champion", champion) == WORKERS
+
+
+def _metrics(platform: Platform) -> dict[tuple[str, tuple], float]:
+    """/metrics as {(name, sorted labels): value}."""
+    parsed = {}
+    for line in httpx.get(platform.service.url + "/metrics").text.splitlines():
+        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+        if match and not line.startswith("#"):
+            labels = tuple(sorted(re.findall(r'(\w+)="([^"]*)"', match.group(2) or "")))
+            parsed[(match.group(1), labels)] = float(match.group(3))
+    return parsed
+
+
+def _workers_serving(platform: Platform, role: str, version: str) -> int:
+    """How many worker processes serve `version` in `role` now (mlops_serving_model_info, one series a worker)."""
+    return sum(
+        value == 1 and ("model_version", version) in labels and ("role", role) in labels
+        for (name, labels), value in _metrics(platform).items()
+        if name == "mlops_serving_model_info"
+    )
 
 
 def _wait_for(condition, timeout: float = 20.0):
@@ -281,7 +313,8 @@ def test_pending_model_scores_in_shadow_and_answers_a_sticky_canary_share(platfo
     assert len(manifest["shadows"]) == 1 and manifest["shadows"][0]["status"] == "pending_approval"
     pending = manifest["shadows"][0]["model_version"]
     champion = manifest["champion"]["model_version"]
-    _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["shadow_versions"] == [pending])
+    _wait_for(lambda: _workers_serving(platform, "shadow", pending) == WORKERS)
+    assert platform.get("/v1/use-cases").json()[0]["shadow_versions"] == [pending]
 
     customers = list(_published(platform).index[:60])
     records = _raw_records(platform, customers)
@@ -360,8 +393,7 @@ def test_approval_swaps_scores_and_model_under_load_without_a_failed_or_mixed_an
             "caravan_model_approval", {"ops": {"caravan__champion_model": {"config": config}}}
         )
         assert result.success
-        swapped = _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["champion_version"] == new)
-        assert swapped
+        _wait_for(lambda: _workers_serving(platform, "champion", new) == WORKERS)
         time.sleep(1)
     finally:
         stop.set()
@@ -419,26 +451,42 @@ def test_tampered_artefact_is_refused_with_an_alert_and_the_champion_keeps_servi
     # A publication naming the tampered model as champion (as a rollback would).
     tampered = {**manifest, "champion": entry}
     (folder / "serving.json").write_text(json.dumps(tampered))
-    refused = _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["refused_models"])
-    assert former in refused and "checksum mismatch" in refused[former]
-    assert platform.get("/v1/use-cases").json()[0]["champion_version"] == champion
+    # Each worker refuses it; the first raises the alert, the other logs that it was raised.
+    _wait_for(lambda: "alert raised by another worker" in platform.service.log.read_text())
+    listing = platform.get("/v1/use-cases").json()[0]
+    assert former in listing["refused_models"] and "checksum mismatch" in listing["refused_models"][former]
+    assert listing["champion_version"] == champion and _workers_serving(platform, "champion", champion) == WORKERS
     customer = _published(platform).index[0]
     scored = platform.score(_raw_records(platform, [customer])).json()["results"][0]
     assert scored["model_version"] == champion
     alerts = [json.loads(line) for line in alerts_path(platform.harness.settings.home).read_text().splitlines()]
-    assert any(a["kind"] == "artefact_refused" and former in a["message"] for a in alerts)
+    assert [a["kind"] for a in alerts if former in a["message"]] == ["artefact_refused"]
     # The pipeline's rollback re-exports the former champion from the registry (the checksum there is
     # the truth), and the service swaps to it.
     config = {"action": "rollback", "model_version": former, "actor": "Ada Risk", "comment": "incident 42"}
     result = platform.harness.run("caravan_model_rollback", {"ops": {"caravan__champion_model": {"config": config}}})
     assert result.success
-    _wait_for(lambda: platform.get("/v1/use-cases").json()[0]["champion_version"] == former)
+    _wait_for(lambda: _workers_serving(platform, "champion", former) == WORKERS)
     assert platform.get("/v1/use-cases").json()[0]["refused_models"] == {}
     # The alert reaches the warehouse with the next served-traffic run.
     assert platform.harness.run("caravan_served_traffic").success
     with duckdb.connect(str(platform.harness.settings.duckdb_path), read_only=True) as connection:
         kinds = [row[0] for row in connection.execute("select kind from caravan.alerts").fetchall()]
     assert "artefact_refused" in kinds
+
+
+def test_a_review_page_login_holds_on_every_worker(platform):
+    """The workers sign session cookies with one secret: a login made on one worker holds on the other."""
+    fresh_connections = httpx.Limits(max_keepalive_connections=0)  # each request may go to either worker
+    with httpx.Client(base_url=platform.service.url, limits=fresh_connections, timeout=30) as browser:
+        assert browser.get("/models/caravan").status_code == 303  # to the login page
+        token = re.search(r'name="csrf_token" value="([^"]+)"', browser.get("/login").text).group(1)
+        form = {"csrf_token": token, "username": REVIEWER["name"], "password": REVIEWER["password"], "next": "/"}
+        assert browser.post("/login", data=form).status_code == 303
+        pages = [browser.get("/models/caravan") for _ in range(16)]
+    assert [page.status_code for page in pages] == [200] * len(pages)
+    access = [json.loads(line) for line in platform.service.log.read_text().splitlines() if '"/models/caravan"' in line]
+    assert len({line["worker"] for line in access if line["status"] == 200}) == WORKERS
 
 
 def test_graceful_shutdown_exits_cleanly_with_every_request_on_disk(platform):
@@ -467,6 +515,19 @@ def test_served_records_drawn_like_the_training_population_pass_the_drift_check(
     assert drift_check.passed, drift_check.description
     assert drift_check.description.startswith("0 drifted feature(s) in 1000 served records")
     assert drift_check.metadata["served_records"].value == 1000
+
+
+def test_serve_refuses_to_start_what_would_serve_nothing(tmp_path, monkeypatch, capsys):
+    from mlops_assets.cli import main
+
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("MLOPS_SERVING_CONFIG", str(tmp_path / "serving.yaml"))
+    monkeypatch.delenv("MLOPS_API_KEYS", raising=False)
+    assert main(["serve", "--port", "1"]) == 2
+    assert "no API keys or accounts configured" in capsys.readouterr().err
+    monkeypatch.setenv("MLOPS_API_KEYS", f"crm:{hash_api_key(new_api_key())}:lookup")
+    assert main(["serve", "--port", "1", "--workers", "0"]) == 2
+    assert "--workers must be at least 1, not 0" in capsys.readouterr().err
 
 
 def test_api_keys_are_stored_hashed_and_bad_configuration_is_refused(tmp_path):

@@ -14,8 +14,10 @@ Endpoints (OpenAPI docs at /docs, schema at /openapi.json):
 # No `from __future__ import annotations`: FastAPI must see the dependency types of the endpoints,
 # which are closures of create_app.
 import gc
+import glob
 import json
 import logging
+import os
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -30,7 +32,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 from pydantic import BaseModel, Field
 
 from mlops_assets.serving.config import ApiKey, ServingConfig
@@ -92,8 +102,14 @@ class ScoreResponse(BaseModel):
 
 
 class Metrics:
+    """The service's Prometheus metrics. With several worker processes (PROMETHEUS_MULTIPROC_DIR set by
+    server.py) each worker writes its own values to files there and /metrics adds them up
+    (prometheus-client's multiprocess mode): counters and histograms summed, and the versions each live
+    worker serves (label pid), so a swap shows worker by worker."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         self.requests = Counter(
             "mlops_serving_requests", "Requests served", ["endpoint", "status"], registry=self.registry
         )
@@ -109,12 +125,17 @@ class Metrics:
         )
         self.model = Gauge(
             "mlops_serving_model_info",
-            "Model versions served (1 = serving)",
+            "Model versions served (1 = serving, 0 = served before)",
             ["use_case", "role", "model_version"],
             registry=self.registry,
+            multiprocess_mode="liveall",  # with several workers: one series a live worker (label pid)
         )
+        self._served_labels: set[tuple[str, str, str]] = set()
         self.swaps = Counter(
-            "mlops_serving_swaps", "Snapshots swapped in", ["use_case", "kind"], registry=self.registry
+            "mlops_serving_swaps",
+            "Snapshots swapped in (by each worker process)",
+            ["use_case", "kind"],
+            registry=self.registry,
         )
         self.shadow = Counter(
             "mlops_serving_shadow_scores",
@@ -124,13 +145,38 @@ class Metrics:
         )
 
     def serving(self, served: ServedUseCase) -> None:
-        self.model.clear()
+        """Versions served now at 1, those served before at 0: multiprocess mode cannot remove a label."""
+        labels = set()
         if served.models is not None:
-            self.model.labels(served.name, "champion", served.models.champion.version).set(1)
-            for shadow in served.models.shadows:
-                self.model.labels(served.name, "shadow", shadow.version).set(1)
+            labels.add((served.name, "champion", served.models.champion.version))
+            labels.update((served.name, "shadow", shadow.version) for shadow in served.models.shadows)
         if served.scores is not None:
-            self.model.labels(served.name, "published_scores", served.scores.model_version).set(1)
+            labels.add((served.name, "published_scores", served.scores.model_version))
+        for label in self._served_labels - labels:
+            if label[0] == served.name:
+                self.model.labels(*label).set(0)
+        for label in labels:
+            self.model.labels(*label).set(1)
+        self._served_labels = {label for label in self._served_labels if label[0] != served.name} | labels
+
+    def exposition(self) -> bytes:
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        _forget_dead_workers(self.multiprocess_dir)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry)
+
+
+def _forget_dead_workers(directory: str) -> None:
+    """Drop the gauges of worker processes that have died (uvicorn's supervisor replaces them but does
+    not tell prometheus-client), so a version they served is not reported as served."""
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = int(path.removesuffix(".db").rsplit("_", 1)[1])
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, directory)
 
 
 def _endpoint(path: str) -> str:
@@ -155,6 +201,7 @@ class ServingMiddleware:
     def __init__(self, app, service: "Service"):
         self.app = app
         self.service = service
+        self.worker = os.getpid()  # which of the service's worker processes answered
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -226,6 +273,7 @@ class ServingMiddleware:
             "latency_ms": round(elapsed * 1000, 3),
             "caller": caller,
             "client": f"{client[0]}:{client[1]}" if client else None,
+            "worker": self.worker,
         }
         access_logger.info(json.dumps(entry))
         use_case = state.get("use_case")
@@ -393,7 +441,7 @@ def create_app(
 
     @app.get("/metrics", tags=["operations"], include_in_schema=False)
     def metrics() -> Response:
-        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(service.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/v1/use-cases", tags=["scores"], openapi_extra=KEY_REQUIRED)
     async def list_use_cases(key: Annotated[ApiKey, Depends(caller)]) -> list[dict]:

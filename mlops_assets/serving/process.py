@@ -30,11 +30,21 @@ class ServiceProcess:
         use_cases: tuple[str, ...] = ("caravan",),
         environment: dict[str, str] | None = None,
         port: int | None = None,
+        workers: int = 1,
     ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = Path(log)
-        command = [sys.executable, "-m", "mlops_assets.cli", "serve", "--port", str(self.port)]
+        command = [
+            sys.executable,
+            "-m",
+            "mlops_assets.cli",
+            "serve",
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
         for use_case in use_cases:
             command += ["--use-case", use_case]
         environment = {

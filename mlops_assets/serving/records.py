@@ -16,6 +16,7 @@ webhook of MLOPS_ALERT_WEBHOOK_URL if set; served_traffic copies them into `<use
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,6 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 logger = logging.getLogger("mlops.serving")
+
+# Set for the worker processes of a service started with several (server.py): a directory that lives
+# as long as the service.
+SERVICE_RUN_DIR = "MLOPS_SERVING_RUN_DIR"
 
 
 def requests_dir(home: Path, use_case: str) -> Path:
@@ -108,8 +113,30 @@ class RequestLog:
             self._files.clear()
 
 
-def raise_alert(home: Path, use_case: str, kind: str, message: str, details: dict | None = None) -> None:
-    """Record an alert in the service's alert file and the log; post it to the webhook if configured."""
+def _first_to_claim(event: str) -> bool:
+    """Whether this process is the first of the service's workers to claim `event` (always, with one
+    process): every worker sees the same refused file, and the alert is raised once, not once a worker.
+    The claim is a file created exclusively in the service's run directory (atomic across processes)."""
+    run_dir = os.environ.get(SERVICE_RUN_DIR)
+    if not run_dir:
+        return True
+    claims = Path(run_dir) / "alerts"
+    claims.mkdir(exist_ok=True)
+    try:
+        os.close(os.open(claims / hashlib.sha256(event.encode()).hexdigest(), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def raise_alert(
+    home: Path, use_case: str, kind: str, message: str, details: dict | None = None, event: str | None = None
+) -> None:
+    """Record an alert in the service's alert file and the log; post it to the webhook if configured.
+    `event` identifies what happened (e.g. the refused files' identity): raised once for the service."""
+    if event is not None and not _first_to_claim(event):
+        logger.warning("[%s %s] %s (alert raised by another worker)", use_case, kind, message)
+        return
     alert = {
         "raised_at": datetime.now(UTC).isoformat(),
         "use_case": use_case,

@@ -180,6 +180,7 @@ class Watcher:
                 "artefact_refused",
                 f"model {version} refused by the scoring service: {reason}",
                 {"model_version": version, "kept_champion": current.champion.version if current else None},
+                event=f"{served.name} artefact_refused {version} {identity}",
             )
         champion = models[0]
         if champion is None:
