@@ -138,11 +138,11 @@ def run_build(
                 build.result_events.append(message)
         build.failures = message
         worker.join()
-        _release_warehouse()
+        release_dbt_database()
     return build
 
 
-def _release_warehouse() -> None:
+def release_dbt_database() -> None:
     """Close dbt-duckdb's database. The profile keeps it open for the whole invocation (one open of
     the file instead of one each time dbt's connections go idle), and dbt-duckdb keeps it in a
     class attribute for the life of the process: without this, the file would stay locked after
