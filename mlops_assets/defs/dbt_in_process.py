@@ -132,13 +132,15 @@ def run_build(
         os.environ["MLOPS_DUCKDB_PATH"] = warehouse_path
         worker = threading.Thread(target=invoke, name="dbt", daemon=True)
         worker.start()
-        while not isinstance(message := messages.get(), list):
-            context.log.info(message["info"]["msg"])
-            if message["info"]["name"] in RESULT_EVENTS:
-                build.result_events.append(message)
-        build.failures = message
-        worker.join()
-        release_dbt_database()
+        try:
+            while not isinstance(message := messages.get(), list):
+                context.log.info(message["info"]["msg"])
+                if message["info"]["name"] in RESULT_EVENTS:
+                    build.result_events.append(message)
+            build.failures = message
+        finally:  # also when the step is interrupted: the file must not stay locked by this process
+            worker.join()
+            release_dbt_database()
     return build
 
 
