@@ -74,8 +74,8 @@ def serve(host: str = "127.0.0.1", port: int = 8080, use_cases: list[str] | None
     `workers` > 1 runs that many worker processes on one listening socket under uvicorn's supervisor
     (it restarts a worker that dies, and SIGHUP replaces them one by one); each worker loads and
     verifies the published files itself. One process serves requests on one core: at concurrency 8 on
-    two cores, lookups took 0.42-0.47 ms of service CPU each either way, and p99 went from 7.3-9.0 ms
-    with one worker to 5.8-7.0 ms with two (benchmarks/serving.py, README)."""
+    two cores, lookup p99 was 6.6-8.1 ms at 1,978-2,283 requests/s with one worker and 5.0-6.5 ms at
+    2,225-3,070 requests/s with two (benchmarks/serving.py, three runs each, README)."""
     settings = Settings.from_env()
     path = config_path(settings)
     config = ServingConfig.load(path)
