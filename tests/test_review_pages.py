@@ -120,8 +120,12 @@ def review(completed_pipeline, tmp_path_factory):
     )
     dagster_home = home / "dagster_home"
     dagster_home.mkdir()
-    service = ServiceProcess(
-        home, config, home / "service.log", environment={"DAGSTER_HOME": str(dagster_home), "MLOPS_USER": "nobody"}
+    service = ServiceProcess(  # two workers, as `make serve` runs it: a page may come from either
+        home,
+        config,
+        home / "service.log",
+        environment={"DAGSTER_HOME": str(dagster_home), "MLOPS_USER": "nobody"},
+        workers=2,
     )
     shots = tmp_path_factory.mktemp("screenshots")
     print(f"screenshots: {shots}")
