@@ -9,12 +9,11 @@ suite fast; benchmarks/adaptation.py replays the same over many batches and seed
 from __future__ import annotations
 
 import json
-import shutil
 
 import duckdb
 import pandas as pd
 import pytest
-from conftest import PipelineHarness, keep_pristine_copy, make_harness
+from conftest import PipelineHarness, copy_of_first_run, keep_pristine_copy, make_harness
 
 from mlops_assets.cli import failure_lines
 from mlops_assets.ml.evaluation import classification_metrics
@@ -66,8 +65,7 @@ class BankLoop:
         if first_year is None:
             self.harness = _first_year(home, **monitoring)
         else:
-            shutil.copytree(first_year.pristine_home, home, dirs_exist_ok=True)
-            self.harness = make_harness(home, use_cases=(self.use_case,))
+            self.harness = copy_of_first_run(first_year, home, (self.use_case,))
         self.stale_champion = self.champion()
         self.incoming_cursor = None
         requests, self.retrain_cursor, _ = self.harness.tick(RETRAIN, None)

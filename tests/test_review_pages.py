@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
 import httpx
 import pytest
-from conftest import make_harness
+from conftest import copy_of_first_run
 from playwright.sync_api import sync_playwright
 
 from mlops_assets.defs.jobs import LAUNCHED_BY_TAG, launcher_of, trigger_of
@@ -95,8 +94,7 @@ def _pending_model(harness, params: dict, launcher: str) -> str:
 @pytest.fixture(scope="module")
 def review(completed_pipeline, tmp_path_factory):
     home = tmp_path_factory.mktemp("review") / "home"
-    shutil.copytree(completed_pipeline.pristine_home, home)
-    harness = make_harness(home, use_cases=(_manual_caravan(),))
+    harness = copy_of_first_run(completed_pipeline, home, (_manual_caravan(),))
     with duckdb.connect(str(harness.settings.duckdb_path), read_only=True) as connection:
         first_champion = connection.execute("select distinct model_version from caravan.score_history").fetchone()[0]
     carols = _pending_model(harness, {"num_leaves": 15, "max_rounds": 300}, "carol")

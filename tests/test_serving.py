@@ -13,7 +13,6 @@ import gc
 import json
 import os
 import re
-import shutil
 import threading
 import time
 import weakref
@@ -26,7 +25,7 @@ import duckdb
 import httpx
 import pandas as pd
 import pytest
-from conftest import make_harness
+from conftest import copy_of_first_run, make_harness
 
 from mlops_assets.integrity import ArtifactTamperedError, recorded_signature, signing_key
 from mlops_assets.ml.artifacts import artifact_sha256
@@ -112,8 +111,7 @@ def _serving_config(home, full_key: str, lookup_key: str, **overrides) -> Path:
 @contextmanager
 def _serving(completed_pipeline, home: Path, use_cases=None, workers: int = 1, **config_overrides):
     """A copy of the session's completed pipeline, as its first run left it, and a service over it."""
-    shutil.copytree(completed_pipeline.pristine_home, home)
-    harness = make_harness(home, use_cases=use_cases)
+    harness = copy_of_first_run(completed_pipeline, home, use_cases)
     full_key, lookup_key = new_api_key(), new_api_key()
     config = _serving_config(home, full_key, lookup_key, **config_overrides)
     service = ServiceProcess(home, config, home / "service.log", workers=workers)

@@ -9,9 +9,10 @@ Why batch: most of the cost of scoring one record is fixed per call, not per rec
 this 2-core machine, champion only, features + scores + reasons: 7-8 ms CPU for 1 record, 13-14 ms
 for 8, 23-24 ms for 32), and requests only queue when the machine is busy anyway. The answers do
 not change: every feature row is computed from its own customer's record (the dbt models partition
-and join by customer id), and a batch never holds the same customer twice. A batch that fails is retried one
-request at a time, so a problem in one request is answered to that request only. Hand-written
-(about 60 lines) because no library in the stack offers request batching for a sync endpoint.
+and join by customer id), and a batch never holds the same customer twice. A batch that fails is
+retried one request at a time, so a problem in one request is answered to that request only.
+Hand-written (about 60 lines) because no library in the stack offers request batching for a sync
+endpoint.
 """
 
 from __future__ import annotations

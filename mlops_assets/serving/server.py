@@ -91,13 +91,11 @@ def serve(host: str = "127.0.0.1", port: int = 8080, use_cases: list[str] | None
         print(f"mlops serve: --workers must be at least 1, not {workers}", file=sys.stderr)
         return 2
     names = use_cases or list(config.use_cases) or ["caravan"]
-    for name in names:
-        get_use_case(name)  # an unknown use case fails here, before any worker starts
+    definitions = tuple(get_use_case(name) for name in names)  # an unknown one fails before any worker starts
     configure_logging()
     if workers > 1:
         return _serve_with_workers(host, port, names, workers)
-    app = create_app(settings, tuple(get_use_case(name) for name in names), config)
-    server = Server(_uvicorn_config(app, host, port))
+    server = Server(_uvicorn_config(create_app(settings, definitions, config), host, port))
     server.run()
     return 0 if server.started else 1
 
