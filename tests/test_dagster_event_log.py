@@ -40,7 +40,7 @@ WRITER = textwrap.dedent(
 
 def _dagster_home(tmp_path: Path) -> Path:
     home = tmp_path / "dagster_home"
-    home.mkdir()
+    home.mkdir(parents=True)
     shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
     return home
 
@@ -99,3 +99,20 @@ def test_threads_storing_at_once_lose_no_event_and_wipe_starts_afresh(tmp_path):
     storage.store_event(dg.EventLogEntry(None, "INFO", "after wipe", run_ids[0], 1.0))
     assert len(storage.get_records_for_run(run_ids[0]).records) == 1
     storage.dispose()
+
+
+def test_an_instance_keeps_its_events_in_its_own_folder_whatever_dagster_home_names(tmp_path, monkeypatch):
+    """`DagsterInstance.from_config(folder)` (the recovery sensor's test, tools) under `make test`,
+    where DAGSTER_HOME names the project's instance: the events must not go there."""
+    other, mine = _dagster_home(tmp_path / "other"), _dagster_home(tmp_path / "mine")
+    monkeypatch.setenv("DAGSTER_HOME", str(other))
+
+    @dg.asset
+    def numbers() -> list[int]:
+        return [1, 2, 3]
+
+    with dg.DagsterInstance.from_config(str(mine)) as instance:
+        run_id = dg.materialize([numbers], instance=instance).run_id
+        assert instance.get_latest_materialization_event(dg.AssetKey("numbers")).run_id == run_id
+    assert (mine / "history" / "runs" / f"{run_id}.db").exists()
+    assert not (other / "history").exists()
