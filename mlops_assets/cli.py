@@ -569,8 +569,15 @@ def entry_point() -> None:
     (2.9-3.2 s against 0.15 s, load 2). Every connection and file is closed by the time `main`
     returns, so nothing is lost by skipping it.
     """
+    import gc
     import logging
 
+    # A young-generation collection every 50,000 allocations instead of Python's 700: the imports and
+    # runs of dagster, dbt and GX create millions of long-lived objects, and the default made `mlops
+    # run` spend 2.4-3.1 s in 1,481 young, 135 middle and 11 full collections (gc.callbacks, caravan);
+    # with this, 0.9-1.0 s in 21 young ones, and the same peak RSS (641-646 MB against 641-643 MB; at
+    # 1M swiss_bank customers 2.64 GB both ways).
+    gc.set_threshold(50_000)
     try:
         code = main()
     except SystemExit as stop:
