@@ -24,6 +24,7 @@ already and does not use it.
 from __future__ import annotations
 
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,6 +47,7 @@ class OpenSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, db.engine.Engine] = OrderedDict()
         self._inst_data = inst_data
         self._base_dir = None
+        self._db_lock = threading.Lock()  # the parent's __init__ replaces it; disposal may come first
         if base_dir is not None:
             super().__init__(base_dir, inst_data=inst_data)
 
@@ -102,4 +104,5 @@ class OpenSqliteEventLogStorage(SqliteEventLogStorage):
 
     def dispose(self) -> None:
         self._close_connections()
-        super().dispose()
+        if self._base_dir is not None:  # else never registered with an instance: nothing else to close
+            super().dispose()
