@@ -12,7 +12,14 @@ from conftest import make_harness
 from mlops_assets.defs.resources import dbt_project
 from mlops_assets.ml.artifacts import ModelArtifact, artifact_sha256
 from mlops_assets.publishing import read_published
-from mlops_assets.quality.expectations import SUITE_ASSETS, build_suites, load_suite, numeric_features
+from mlops_assets.quality.expectations import (
+    SUITE_ASSETS,
+    _batch_definition,
+    build_suites,
+    load_suite,
+    numeric_features,
+    validate,
+)
 from mlops_assets.quality.scale import scale_reference
 
 
@@ -184,3 +191,19 @@ def test_every_expectation_result_is_recorded_and_all_pass_on_good_data(complete
     assert expected["caravan/stg_customers"] >= 7  # 4 dictionary rule families, unique, not_null, target
     assert {asset: n for asset, n, _ in results} == {asset: n for asset, n in expected.items() if n}
     assert all(failed == 0 for _, _, failed in results)
+
+
+def test_suites_see_every_row_without_gx_hashing_the_frame(completed_pipeline, caravan):
+    """GX's per-batch md5 of every row (most of the suites' time at 1M customers) is not computed;
+    the expectations still read every row and name the one that breaks a rule."""
+    with _warehouse(completed_pipeline) as connection:
+        mart = connection.execute("select * from caravan.customer_features").fetchdf()
+    suite = load_suite(caravan, "customer_features")
+    assert all(outcome.success for outcome in validate(mart, suite))
+    column = next(e["kwargs"]["column"] for e in suite["expectations"] if "not_be_null" in e["type"])
+    broken_id = mart["customer_id"].iloc[-1]
+    mart.loc[mart.index[-1], column] = None
+    failed = [outcome for outcome in validate(mart, suite) if not outcome.success]
+    assert [(o.column, o.unexpected_count, o.sample_ids) for o in failed] == [(column, 1, [str(broken_id)])]
+    batch = _batch_definition().get_batch(batch_parameters={"dataframe": mart})
+    assert "pandas_data_fingerprint" not in batch.batch_markers
