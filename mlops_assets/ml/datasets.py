@@ -95,16 +95,26 @@ class TimeSpec(BaseModel):
 
 
 def period_labels(values: pd.Series, spec: TimeSpec) -> pd.Series:
-    """Sortable text labels of each customer's period (ISO dates/timestamps sort in time order)."""
+    """Sortable text labels of each customer's period (ISO dates/timestamps sort in time order).
+
+    Each distinct value is labelled once: a million customers come in a handful of loads, and
+    formatting every row's timestamp took 0.9 s of the training set's 5 s at 1M customers."""
+    codes, _ = pd.factorize(values, use_na_sentinel=False)
+    first_rows = np.unique(codes, return_index=True)[1]  # codes number values in order of appearance
+    labels = _labels(values.iloc[first_rows], spec).to_numpy()
+    return pd.Series(labels[codes], index=values.index, name="period")
+
+
+def _labels(values: pd.Series, spec: TimeSpec) -> pd.Series:
     if spec.order == "load" or spec.granularity == "value":
         if pd.api.types.is_datetime64_any_dtype(values):
-            return values.dt.strftime("%Y-%m-%d %H:%M:%S.%f").rename("period")
+            return values.dt.strftime("%Y-%m-%d %H:%M:%S.%f")
         if pd.api.types.is_integer_dtype(values):  # zero-padded, so batch 10 sorts after batch 9
-            return values.map("{:012d}".format).rename("period")
-        return values.astype(str).rename("period")
+            return values.map("{:012d}".format)
+        return values.astype(str)
     dates = pd.to_datetime(values, errors="raise")
     cut = {"day": "D", "month": "M", "quarter": "Q", "year": "Y"}[spec.granularity]
-    return dates.dt.to_period(cut).astype(str).rename("period")
+    return dates.dt.to_period(cut).astype(str)
 
 
 def out_of_time_customers(training_set: pd.DataFrame, target: str, spec: TimeSpec) -> tuple[np.ndarray | None, str]:
