@@ -15,6 +15,7 @@ locked reads that copy instead, saying so and how old it is.
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -130,6 +131,14 @@ def write_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, destinat
 
     Hand-written rather than DuckDB's `COPY FROM DATABASE` because that copies every table (the model
     texts, the raw loads, the marts), and readers need a small file that no run ever holds open.
+
+    The score history grows by a publication every run and is nearly all of the copy, so the new file
+    starts as a byte copy of the previous one and only the history's changes are applied
+    (`_sync_history`); the other tables are small and written afresh. Rewritten whole, the copy took
+    longer with every run: swiss_bank at 1M customers after 11 publications (11M rows, 220 MB),
+    3.4-3.7 s against 1.0 s this way (1.4 s with a new publication of 1M rows); the byte copy and
+    its fsync still grow with the history, 4x more slowly. A previous copy that cannot be brought
+    level (none yet, another layout, any DuckDB or file error) is replaced by one built from scratch.
     """
     from mlops_assets.publishing import PreparedPublication, remove_abandoned_temporaries
 
@@ -139,23 +148,15 @@ def write_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, destinat
     prepared = PreparedPublication(
         destination, destination.with_name(f".{destination.name}.{os.getpid()}.{os.urandom(16).hex()}.tmp")
     )
-    alias = "registry_read_copy"
     try:
-        literal = "'" + str(prepared.temporary).replace("'", "''") + "'"  # ATTACH takes no parameters
-        connection.execute(f"attach {literal} as {alias} (storage_version '{READ_COPY_STORAGE_VERSION}')")
         try:
-            connection.execute(f"create schema {alias}.{schema}")
-            for table, left_out in READ_COPY_TABLES.items():
-                if not table_exists(connection, schema, table):
-                    continue
-                columns = f"* exclude ({', '.join(left_out)})" if left_out else "*"
-                connection.execute(f"create table {alias}.{schema}.{table} as select {columns} from {schema}.{table}")
-            connection.execute(
-                f"create table {alias}.read_copy as select ?::timestamp as copied_at",
-                [datetime.now(UTC).replace(tzinfo=None, microsecond=0)],
-            )
-        finally:
-            connection.execute(f"detach {alias}")
+            if not destination.exists():
+                raise FileNotFoundError(destination)
+            shutil.copyfile(destination, prepared.temporary)
+            _fill_read_copy(connection, schema, prepared.temporary, incremental=True)
+        except (duckdb.Error, OSError, _OutOfStep):
+            prepared.temporary.unlink(missing_ok=True)
+            _fill_read_copy(connection, schema, prepared.temporary, incremental=False)
         with duckdb.connect(str(prepared.temporary)) as copy:
             if all(table_exists(copy, schema, t) for t in ("score_history", "model_registry", "model_validations")):
                 from mlops_assets.registry import create_audit_view
@@ -167,3 +168,59 @@ def write_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, destinat
         return prepared.swap()
     finally:
         prepared.discard()
+
+
+class _OutOfStep(Exception):
+    """The previous read copy's history cannot be brought level with the warehouse's."""
+
+
+def _fill_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, path: Path, *, incremental: bool) -> None:
+    alias = "registry_read_copy"
+    warehouse = connection.execute("select current_database()").fetchone()[0]
+    literal = "'" + str(path).replace("'", "''") + "'"  # ATTACH takes no parameters
+    connection.execute(f"attach {literal} as {alias} (storage_version '{READ_COPY_STORAGE_VERSION}')")
+    try:
+        connection.execute(f"create schema if not exists {alias}.{schema}")
+        in_warehouse, in_copy = (_tables(connection, catalog, schema) for catalog in (warehouse, alias))
+        for table, left_out in READ_COPY_TABLES.items():
+            target = f"{alias}.{schema}.{table}"
+            if table not in in_warehouse:
+                connection.execute(f"drop table if exists {target}")
+            elif table == "score_history" and incremental and table in in_copy:
+                _sync_history(connection, f"{schema}.{table}", target)
+            else:
+                columns = f"* exclude ({', '.join(left_out)})" if left_out else "*"
+                connection.execute(f"create or replace table {target} as select {columns} from {schema}.{table}")
+        connection.execute(
+            f"create or replace table {alias}.read_copy as select ?::timestamp as copied_at",
+            [datetime.now(UTC).replace(tzinfo=None, microsecond=0)],
+        )
+    finally:
+        connection.execute(f"detach {alias}")
+
+
+def _sync_history(connection: duckdb.DuckDBPyConnection, source: str, copied: str) -> None:
+    """Bring `copied` level with `source`. The history is written and taken back a publication at a
+    time (one transaction each) and never updated, so publications are added or removed whole."""
+    columns = [
+        connection.execute(f"select column_name, column_type from (describe {t})").fetchall() for t in (source, copied)
+    ]
+    if columns[0] != columns[1]:
+        raise _OutOfStep(f"{copied} has other columns than {source}")
+    connection.execute(f"delete from {copied} where publication_id not in (select publication_id from {source})")
+    connection.execute(
+        f"insert into {copied} select * from {source} where publication_id not in (select publication_id from {copied})"
+    )
+    counts = [connection.execute(f"select count(*) from {t}").fetchone()[0] for t in (source, copied)]
+    if counts[0] != counts[1]:
+        raise _OutOfStep(f"{copied} holds {counts[1]} rows against {counts[0]} in {source}")
+
+
+def _tables(connection: duckdb.DuckDBPyConnection, catalog: str, schema: str) -> set[str]:
+    return {
+        row[0]
+        for row in connection.execute(
+            "select table_name from information_schema.tables where table_catalog = ? and table_schema = ?",
+            [catalog, schema],
+        ).fetchall()
+    }

@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlops_assets.read_only import read_copy_path
+from mlops_assets.read_only import read_copy_path, write_read_copy
 from mlops_assets.settings import PROJECT_ROOT, Settings
 
 HEAVY_PACKAGES = ("dagster", "great_expectations", "lightgbm", "sklearn", "pandas")
@@ -96,6 +96,46 @@ def test_each_publication_writes_the_registry_read_copy(completed_pipeline):
             assert read_copy.execute(query).fetchall() == warehouse.execute(query).fetchall(), query
         left_out = {row[0] for row in read_copy.execute("describe caravan.model_registry").fetchall()}
         assert not {"model_text", "reference_profile"} & left_out
+
+
+def test_the_read_copy_follows_the_history_publication_by_publication(tmp_path):
+    """Each copy starts from the previous one and applies the history's changes (rewriting the whole
+    history every run grew with every publication); a copy that cannot be brought level is rebuilt."""
+    warehouse = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    warehouse.execute("create schema bank")
+    warehouse.execute(
+        "create table bank.model_registry as "
+        "select 'v1' as model_version, 'text' as model_text, '{}' as reference_profile"
+    )
+    warehouse.execute(
+        "create table bank.score_history as select 'p1' as publication_id, i as customer_id from range(3) t(i)"
+    )
+    copy = tmp_path / "published" / "bank_registry.duckdb"
+
+    def publish_and_compare() -> set[str]:
+        """Write the copy; assert its history equals the warehouse's; the copy's tables."""
+        write_read_copy(warehouse, "bank", copy)
+        query = "select * from bank.score_history order by all"
+        with duckdb.connect(str(copy), read_only=True) as reader:
+            assert reader.execute(query).fetchall() == warehouse.execute(query).fetchall()
+            assert (
+                reader.execute("describe bank.score_history").fetchall()
+                == warehouse.execute("describe bank.score_history").fetchall()
+            )
+            return {row[0] for row in reader.execute("select table_name from information_schema.tables").fetchall()}
+
+    publish_and_compare()
+    with duckdb.connect(str(copy)) as previous:  # marks the file: it survives only where the file is reused
+        previous.execute("create table bank.marker as select 1 as kept")
+    warehouse.execute("insert into bank.score_history select 'p2', i from range(2) t(i)")
+    assert "marker" in publish_and_compare()  # p2 appended to the previous copy
+    warehouse.execute("delete from bank.score_history where publication_id = 'p1'")  # a swap that failed
+    assert "marker" in publish_and_compare()
+    warehouse.execute("alter table bank.score_history add column reasons varchar")  # a migration
+    assert "marker" not in publish_and_compare()  # rebuilt from the warehouse
+    copy.write_bytes(b"not a database" * 100)
+    assert publish_and_compare() >= {"score_history", "model_registry", "read_copy"}
+    assert [p.name for p in copy.parent.iterdir()] == [copy.name]  # no temporary file left behind
 
 
 def test_read_commands_answer_from_the_read_copy_while_a_run_holds_the_warehouse(platform_copy):
