@@ -16,11 +16,13 @@ import duckdb
 CONNECTION_CONFIG = {"custom_user_agent": "dagster", "storage_compatibility_version": "v1.0.0"}
 
 
-def table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str, catalog: str | None = None) -> bool:
+    """Whether `schema.table` exists: in `catalog` if given, else in any database attached."""
     return bool(
         connection.execute(
-            "select count(*) from information_schema.tables where table_schema = ? and table_name = ?",
-            [schema, table],
+            "select count(*) from information_schema.tables where table_schema = ? and table_name = ? "
+            "and (? is null or table_catalog = ?)",
+            [schema, table, catalog, catalog],
         ).fetchall()[0][0]
     )
 
