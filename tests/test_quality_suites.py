@@ -109,17 +109,19 @@ def test_a_broken_suite_file_stops_its_use_case_before_the_history_naming_the_fi
 def test_a_staged_value_outside_the_dictionary_fails_its_dbt_test_naming_column_rule_and_ids(
     tmp_path, completed_pipeline
 ):
-    """The staging step's dbt test of the dictionary's ranges fails on values ingestion never saw
-    (the raw table edited in place, as a changed dictionary or a staging bug would leave it): the
-    load stops before the history, and the check, the alert and validation_results name the file,
-    the column, the rule and the customers."""
+    """The staging step's dbt tests of the dictionary's ranges, code lists and completeness fail on
+    values ingestion never saw (the raw table edited in place, as a changed dictionary or a staging
+    bug would leave it): the load stops before the history, and the checks, the alert and
+    validation_results name the file, the column, the rule and the customers."""
     platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
     with duckdb.connect(str(platform.settings.duckdb_path)) as connection:
-        ids = [
-            r[0]
-            for r in connection.execute("select customer_id from caravan.raw_customers order by 1 limit 3").fetchall()
-        ]
-        connection.execute("update caravan.raw_customers set MGEMLEEF = '7' where customer_id in (?, ?, ?)", ids)
+        first = "select customer_id from caravan.raw_customers order by 1 limit 6"
+        ids = [r[0] for r in connection.execute(first).fetchall()]
+        out_of_range, off_the_code_list, missing = ids[:3], ids[3:5], ids[5:]
+        edit = "update caravan.raw_customers set {} where customer_id in (select unnest(?))"
+        connection.execute(edit.format("MGEMLEEF = '7'"), [out_of_range])
+        connection.execute(edit.format("MOSTYPE = '42'"), [off_the_code_list])
+        connection.execute(edit.format("MAANTHUI = null"), [missing])
         source_file = connection.execute("select any_value(_source_file) from caravan.raw_customers").fetchone()[0]
         history_before = connection.execute("select count(*) from caravan.int_customer_history").fetchone()[0]
     steps = [dg.AssetKey(["caravan", name]) for name in ("stg_customers", "int_customer_history")]
@@ -129,19 +131,29 @@ def test_a_staged_value_outside_the_dictionary_fails_its_dbt_test_naming_column_
     assert not result.success
     check = _check_evaluations(result)["caravan/stg_customers:caravan_stg_valid_values"]
     assert not check.passed
-    for fragment in (source_file, "avg_age_class", "range", "1.0..6.0", ", ".join(sorted(ids)), "values 7"):
+    for fragment in (source_file, "avg_age_class", "range", "1.0..6.0", ", ".join(out_of_range), "values 7"):
+        assert fragment in check.description, (fragment, check.description)
+    for fragment in ("customer_subtype", "code_list", "values 42", ", ".join(off_the_code_list)):
         assert fragment in check.description, (fragment, check.description)
     assert "avg_age_class" in check.metadata["failing_rows"].value
-    assert _check_evaluations(result)["caravan/stg_customers:caravan_stg_completeness"].passed
+    completeness = _check_evaluations(result)["caravan/stg_customers:caravan_stg_completeness"]
+    assert not completeness.passed and "number_of_houses" in completeness.description
+    assert missing[0] in completeness.description
     with duckdb.connect(str(platform.settings.duckdb_path), read_only=True) as connection:
         failed = connection.execute(
             "select column_name, expectation, unexpected_count, unexpected_sample, source_file "
-            "from caravan.validation_results where not success"
+            "from caravan.validation_results where not success order by column_name"
         ).fetchall()
         alert = connection.execute("select message from caravan.alerts where kind = 'data_quality'").fetchall()
         history_after = connection.execute("select count(*) from caravan.int_customer_history").fetchone()[0]
-    assert failed == [("avg_age_class", "dbt:dictionary_valid_values:range", 3, json.dumps(sorted(ids)), source_file)]
-    assert len(alert) == 1 and "avg_age_class" in alert[0][0]
+    assert failed == [
+        ("avg_age_class", "dbt:dictionary_valid_values:range", 3, json.dumps(out_of_range), source_file),
+        ("customer_subtype", "dbt:dictionary_valid_values:code_list", 2, json.dumps(off_the_code_list), source_file),
+        ("number_of_houses", "dbt:dictionary_completeness:completeness", 1, json.dumps(missing), source_file),
+    ]
+    completeness_alert, valid_values_alert = sorted(message for (message,) in alert)  # one per failed test
+    assert "caravan_stg_completeness" in completeness_alert and "number_of_houses" in completeness_alert
+    assert "avg_age_class" in valid_values_alert and "customer_subtype" in valid_values_alert
     assert history_after == history_before  # stopped before the customer history
 
 

@@ -53,27 +53,26 @@ where d.value_type not in ('identifier', 'target')
 
 {#- At most `max_null_share` missing values per feature column (the use case's quality.max_null_share). -#}
 {% test dictionary_completeness(model, dictionary, max_null_share=0.0, id_column='customer_id') %}
-with features as (
-    select feature_name from {{ dictionary }} where value_type not in ('identifier', 'target')
-),
-cells as ({{ dictionary_rules_cells(model, id_column) }})
-select
-    cells.column_name,
-    'completeness' as rule,
-    'at most {{ max_null_share }} missing' as expected,
-    count(*) filter (where value is null) as unexpected_count,
-    count(*) as element_count,
-    '' as sample_values,
-    array_to_string(list_slice(list(_id order by _id) filter (where value is null), 1, 5), ', ') as sample_ids
-from cells
-join features on features.feature_name = cells.column_name
-group by cells.column_name
-having count(*) filter (where value is null) > {{ max_null_share }} * count(*)
+{%- set checks = dictionary_rules_checks(
+    "select to_json({'feature_name': d.feature_name})::varchar from " ~ dictionary ~ " as d "
+    ~ "join (" ~ dictionary_rules_model_columns(model) ~ ") as c on c.column_name = d.feature_name "
+    ~ "where d.value_type not in ('identifier', 'target') order by c.ordinal_position") -%}
+{%- for check in checks %}
+    {%- do check.update({
+        'rule': 'completeness',
+        'expected': 'at most ' ~ max_null_share ~ ' missing',
+        'invalid': check.column ~ ' is null',
+        'elements': 'count(*)',
+        'limit': max_null_share ~ ' * elements',
+    }) %}
+{%- endfor %}
+{{ dictionary_rules_failures(model, checks, id_column, with_values=false) if checks else dictionary_rules_no_failures() }}
 {% endtest %}
 
 
 {#- Values in the dictionary's code list (with `code_labels`), else its range, else its allowed values. -#}
 {% test dictionary_valid_values(model, dictionary, code_labels=none, id_column='customer_id') %}
+{%- set rules_sql %}
 with codes as (
     {% if code_labels %}
     select code_list, list(cast(code as varchar)) as codes from {{ code_labels }} group by code_list
@@ -96,40 +95,45 @@ rules as (
     from {{ dictionary }} as d
     left join codes as c on c.code_list = d.code_list
     where d.value_type not in ('identifier', 'target')
-),
-cells as ({{ dictionary_rules_cells(model, id_column) }}),
-judged as (
-    select
-        cells.column_name,
-        rules.rule,
-        case rules.rule
-            when 'code_list' then 'code list ' || array_to_string(rules.codes, '|')
-            when 'range' then coalesce(cast(rules.min_value as varchar), '') || '..' || coalesce(cast(rules.max_value as varchar), '')
-            else array_to_string(rules.allowed, '|')
-        end as expected,
-        cells._id,
-        cells.value,
-        case rules.rule
-            when 'code_list' then list_contains(rules.codes, cells.value)
-            when 'range' then coalesce(
-                try_cast(cells.value as double) between coalesce(rules.min_value, '-inf'::double)
-                                                     and coalesce(rules.max_value, 'inf'::double),
-                false)
-            else list_contains(rules.allowed, cells.value)
-        end as valid
-    from cells
-    join rules on rules.feature_name = cells.column_name
-    where rules.rule is not null and cells.value is not null
 )
-select
-    column_name,
-    rule,
-    any_value(expected) as expected,
-    count(*) filter (where not valid) as unexpected_count,
-    count(*) as element_count,
-    array_to_string(list_slice(list(distinct value) filter (where not valid), 1, 5), ', ') as sample_values,
-    array_to_string(list_slice(list(_id order by _id) filter (where not valid), 1, 5), ', ') as sample_ids
-from judged
-group by column_name, rule
-having count(*) filter (where not valid) > 0
+select to_json({
+    'feature_name': rules.feature_name,
+    'data_type': model_columns.data_type,
+    'rule': rules.rule,
+    'expected': case rules.rule
+        when 'code_list' then 'code list ' || array_to_string(rules.codes, '|')
+        when 'range' then coalesce(cast(rules.min_value as varchar), '') || '..' || coalesce(cast(rules.max_value as varchar), '')
+        else array_to_string(rules.allowed, '|')
+    end,
+    -- The rule as SQL literals: the valid values as a text list, the bounds as doubles.
+    'values_sql': '[' || array_to_string(list_transform(
+        case rules.rule when 'code_list' then rules.codes else rules.allowed end,
+        lambda v: '''' || replace(v, '''', '''''') || ''''), ', ') || ']::varchar[]',
+    'low_sql': '''' || cast(coalesce(rules.min_value, '-inf'::double) as varchar) || '''::double',
+    'high_sql': '''' || cast(coalesce(rules.max_value, 'inf'::double) as varchar) || '''::double'
+})::varchar
+from rules
+join ({{ dictionary_rules_model_columns(model) }}) as model_columns on model_columns.column_name = rules.feature_name
+where rules.rule is not null
+order by model_columns.ordinal_position
+{%- endset %}
+{#- Integers and doubles are compared as numbers: the same result as through their text (exact for
+    both types), without formatting and parsing every value. -#}
+{%- set exact_numbers = ['TINYINT', 'SMALLINT', 'INTEGER', 'BIGINT', 'UTINYINT', 'USMALLINT', 'UINTEGER',
+                         'UBIGINT', 'DOUBLE'] -%}
+{%- set checks = dictionary_rules_checks(rules_sql) -%}
+{%- for check in checks %}
+    {%- if check.rule == 'range' %}
+        {%- set number = check.column if check.data_type in exact_numbers else check.text %}
+        {%- set valid = 'coalesce(try_cast(' ~ number ~ ' as double) between ' ~ check.low_sql ~ ' and ' ~ check.high_sql ~ ', false)' %}
+    {%- else %}
+        {%- set valid = 'list_contains(' ~ check.values_sql ~ ', ' ~ check.text ~ ')' %}
+    {%- endif %}
+    {%- do check.update({
+        'invalid': check.column ~ ' is not null and not ' ~ valid,
+        'elements': 'count(' ~ check.column ~ ')',
+        'limit': '0',
+    }) %}
+{%- endfor %}
+{{ dictionary_rules_failures(model, checks, id_column) if checks else dictionary_rules_no_failures() }}
 {% endtest %}
