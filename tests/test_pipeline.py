@@ -3,12 +3,14 @@
 import json
 from collections import Counter
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_harness
 
+from mlops_assets.defs.io_managers import WarehouseIOManager
 from mlops_assets.defs.resources import dbt_project
 from mlops_assets.ml.artifacts import ModelArtifact, artifact_sha256
 from mlops_assets.publishing import read_published
@@ -104,6 +106,36 @@ def test_training_split_is_recorded_and_stratified(completed_pipeline):
     assert split["n"].sum() == 5822 and split["buyers"].sum() == 348
     rates = split["buyers"] / split["n"]
     assert (rates - 348 / 5822).abs().max() < 0.005
+
+
+def test_the_training_set_is_in_customer_order_sorted_by_the_warehouse_load(completed_pipeline, tmp_path):
+    """LightGBM's bagging depends on row order, so the training set is always in customer id order;
+    an input whose metadata names `order_by` is sorted by DuckDB as it loads, others keep the stored
+    order."""
+    with _warehouse(completed_pipeline) as connection:
+        stored = [r[0] for r in connection.execute("select customer_id from caravan.training_set").fetchall()]
+    assert stored == sorted(stored) and len(stored) == 5822
+
+    shuffled = [f"C{i:05d}" for i in np.random.default_rng(0).permutation(500)]
+    loaded = {}
+
+    @dg.asset(key=["s", "mart"])
+    def mart() -> pd.DataFrame:
+        return pd.DataFrame({"customer_id": shuffled, "n": range(500)})
+
+    def reader(name: str, metadata: dict):
+        @dg.asset(key=["s", name], ins={"mart": dg.AssetIn(key=["s", "mart"], metadata=metadata)})
+        def read(mart: pd.DataFrame) -> None:
+            loaded[name] = mart
+
+        return read
+
+    assets = [mart, reader("ordered", {"order_by": "customer_id", "columns": ["customer_id"]}), reader("as_stored", {})]
+    io_manager = WarehouseIOManager(database=str(tmp_path / "warehouse.duckdb"))
+    assert dg.materialize(assets, resources={"io_manager": io_manager}).success
+    assert loaded["ordered"]["customer_id"].tolist() == sorted(shuffled)
+    assert list(loaded["ordered"].columns) == ["customer_id"]
+    assert loaded["as_stored"]["customer_id"].tolist() == shuffled
 
 
 def test_assets_report_row_counts_and_schemas(completed_pipeline):

@@ -100,7 +100,8 @@ def build_training_assets(use_case: UseCase) -> list:
                                 "loaded_at",
                             ]
                         )
-                    )
+                    ),
+                    "order_by": "customer_id",
                 },
             )
         },
@@ -126,9 +127,12 @@ def build_training_assets(use_case: UseCase) -> list:
         labelled = apply_window(labelled, window)
         weight = [WEIGHT_COLUMN] if WEIGHT_COLUMN in labelled.columns else []
         # Sorted: the mart's row order is not guaranteed, and bagging in LightGBM depends on row order,
-        # so the same data must always arrive in the same order to give the same model.
+        # so the same data must always arrive in the same order to give the same model. The load
+        # sorts (order_by above); sorting here again only if it did not (another IO manager).
         columns = ["customer_id", *feature_names, *sensitive_only, target, "load_id", *weight]
-        frame = labelled[list(dict.fromkeys([*columns, time_column]))].sort_values("customer_id", ignore_index=True)
+        frame = labelled[list(dict.fromkeys([*columns, time_column]))].reset_index(drop=True)
+        if not frame["customer_id"].is_monotonic_increasing:
+            frame = frame.sort_values("customer_id", ignore_index=True)
         frame[target] = frame[target].astype("int64")
         frame["period"] = period_labels(frame[time_column], use_case.time)
         frame = frame.drop(columns=[time_column]) if time_column not in columns else frame
