@@ -19,7 +19,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from mlops_assets.read_only import read_copy_path, write_read_copy
+from mlops_assets.read_only import read_copy_path, read_copy_spare_path, write_read_copy
 from mlops_assets.settings import PROJECT_ROOT, Settings
 
 HEAVY_PACKAGES = ("dagster", "great_expectations", "lightgbm", "sklearn", "pandas")
@@ -98,10 +98,8 @@ def test_each_publication_writes_the_registry_read_copy(completed_pipeline):
         assert not {"model_text", "reference_profile"} & left_out
 
 
-def test_the_read_copy_follows_the_history_publication_by_publication(tmp_path):
-    """Each copy starts from the previous one and applies the history's changes (rewriting the whole
-    history every run grew with every publication); a copy that cannot be brought level is rebuilt."""
-    warehouse = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+def _registry_warehouse(path: Path) -> duckdb.DuckDBPyConnection:
+    warehouse = duckdb.connect(str(path))
     warehouse.execute("create schema bank")
     warehouse.execute(
         "create table bank.model_registry as "
@@ -110,7 +108,15 @@ def test_the_read_copy_follows_the_history_publication_by_publication(tmp_path):
     warehouse.execute(
         "create table bank.score_history as select 'p1' as publication_id, i as customer_id from range(3) t(i)"
     )
+    return warehouse
+
+
+def test_the_read_copy_follows_the_history_publication_by_publication(tmp_path):
+    """Each copy is the one before the last brought level in place (rewriting or copying the whole
+    history every run grew with every publication); a copy that cannot be brought level is rebuilt."""
+    warehouse = _registry_warehouse(tmp_path / "warehouse.duckdb")
     copy = tmp_path / "published" / "bank_registry.duckdb"
+    spare = read_copy_spare_path(copy)
 
     def publish_and_compare() -> set[str]:
         """Write the copy; assert its history equals the warehouse's; the copy's tables."""
@@ -125,17 +131,67 @@ def test_the_read_copy_follows_the_history_publication_by_publication(tmp_path):
             return {row[0] for row in reader.execute("select table_name from information_schema.tables").fetchall()}
 
     publish_and_compare()
-    with duckdb.connect(str(copy)) as previous:  # marks the file: it survives only where the file is reused
+    with duckdb.connect(str(copy)) as previous:  # marks the file: it survives only where a file is reused
         previous.execute("create table bank.marker as select 1 as kept")
     warehouse.execute("insert into bank.score_history select 'p2', i from range(2) t(i)")
-    assert "marker" in publish_and_compare()  # p2 appended to the previous copy
+    replaced = os.stat(copy).st_ino
+    assert "marker" in publish_and_compare()  # no spare yet: a byte copy of the copy, p2 appended
+    assert os.stat(spare).st_ino == replaced  # the copy it replaced is kept as the spare
     warehouse.execute("delete from bank.score_history where publication_id = 'p1'")  # a swap that failed
+    spare_before = os.stat(spare).st_ino
     assert "marker" in publish_and_compare()
+    assert os.stat(copy).st_ino == spare_before  # the spare, brought level in place: nothing copied
     warehouse.execute("alter table bank.score_history add column reasons varchar")  # a migration
     assert "marker" not in publish_and_compare()  # rebuilt from the warehouse
     copy.write_bytes(b"not a database" * 100)
     assert publish_and_compare() >= {"score_history", "model_registry", "read_copy"}
-    assert [p.name for p in copy.parent.iterdir()] == [copy.name]  # no temporary file left behind
+    assert publish_and_compare() >= {"score_history", "model_registry", "read_copy"}  # the broken spare
+    assert sorted(p.name for p in copy.parent.iterdir()) == sorted([copy.name, spare.name])  # no temporary
+
+
+def test_a_reader_of_an_old_copy_keeps_it_whole_while_publications_go_on(tmp_path):
+    """A reader that opened the copy before the last swap holds what is now the spare: the next
+    publication cannot bring that file level in place, so it starts from the current copy, and the
+    reader keeps reading the history it opened, unchanged."""
+    warehouse = _registry_warehouse(tmp_path / "warehouse.duckdb")
+    copy = tmp_path / "published" / "bank_registry.duckdb"
+    write_read_copy(warehouse, "bank", copy)
+    query = "select * from bank.score_history order by all"
+    # Another process, as readers are (DuckDB shares one open database per path within a process).
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys\n"
+            f"connection = duckdb.connect({str(copy)!r}, read_only=True)\n"
+            "for line in sys.stdin:\n"
+            f"    print(len(connection.execute({query!r}).fetchall()), flush=True)\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def rows_the_reader_sees() -> int:
+            reader.stdin.write("\n")
+            reader.stdin.flush()
+            return int(reader.stdout.readline())
+
+        assert rows_the_reader_sees() == 3
+        for publication in ("p2", "p3", "p4"):
+            warehouse.execute(f"insert into bank.score_history select '{publication}', i from range(2) t(i)")
+            write_read_copy(warehouse, "bank", copy)
+            assert rows_the_reader_sees() == 3
+            with duckdb.connect(str(copy), read_only=True) as later:
+                assert later.execute(query).fetchall() == warehouse.execute(query).fetchall()
+    finally:
+        reader.stdin.close()
+        assert reader.wait(timeout=30) == 0
+    warehouse.execute("insert into bank.score_history select 'p5', i from range(2) t(i)")
+    spare_before = os.stat(read_copy_spare_path(copy)).st_ino
+    write_read_copy(warehouse, "bank", copy)  # no reader left: the spare is brought level in place
+    assert os.stat(copy).st_ino == spare_before
 
 
 def test_read_commands_answer_from_the_read_copy_while_a_run_holds_the_warehouse(platform_copy):

@@ -127,6 +127,10 @@ def compile_feature_sql(use_case: UseCase) -> FeatureSql:
             "compile",
             "--select",
             f"+{mart}",
+            # Only the models: the data tests of the staging models read their seeds while compiling,
+            # and nothing exists in the throw-away database.
+            "--indirect-selection",
+            "empty",
             "--target-path",
             str(Path(scratch) / "target"),
             "--log-path",
