@@ -8,7 +8,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_harness
+from conftest import copy_of_first_run, make_harness
 
 from mlops_assets.defs.io_managers import WarehouseIOManager
 from mlops_assets.defs.resources import dbt_project
@@ -136,6 +136,35 @@ def test_the_training_set_is_in_customer_order_sorted_by_the_warehouse_load(comp
     assert loaded["ordered"]["customer_id"].tolist() == sorted(shuffled)
     assert list(loaded["ordered"].columns) == ["customer_id"]
     assert loaded["as_stored"]["customer_id"].tolist() == shuffled
+
+
+def test_publication_is_gated_on_one_score_per_customer_of_the_latest_load_from_one_model(completed_pipeline, tmp_path):
+    """`scores_are_complete` owns these rules (the GX suite checks values only): a score table with a
+    customer twice, one customer missing and a second model version fails it, naming each problem."""
+    platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
+    check = platform.defs.get_asset_checks_def(
+        dg.AssetCheckKey(dg.AssetKey(["caravan", "customer_scores"]), "scores_are_complete")
+    )
+
+    def evaluate() -> dg.AssetCheckResult:
+        return check(warehouse=platform.defs.resources["warehouse"])
+
+    assert evaluate().passed
+    with duckdb.connect(str(platform.settings.duckdb_path)) as connection:
+        twice, dropped = [
+            r[0]
+            for r in connection.execute("select customer_id from caravan.customer_scores order by 1 limit 2").fetchall()
+        ]
+        connection.execute(
+            "insert into caravan.customer_scores select * replace ('other-model' as model_version) "
+            "from caravan.customer_scores where customer_id = ?",
+            [twice],
+        )
+        connection.execute("delete from caravan.customer_scores where customer_id = ?", [dropped])
+    failed = evaluate()
+    assert not failed.passed
+    for problem in ("1 customers scored more than once", f"not scored, e.g. ['{dropped}']", "from 2 model versions"):
+        assert problem in failed.description, (problem, failed.description)
 
 
 def test_assets_report_row_counts_and_schemas(completed_pipeline):

@@ -217,13 +217,13 @@ def mart_suite(use_case) -> dict:
 SCORES_CHECKS = [
     CheckSpec("schema", "The columns marketing reads."),
     CheckSpec("valid_scores", "Scores are probabilities in [0, 1]; deciles 1-10; no missing values."),
-    CheckSpec("unique_customer_id", "One row per customer id."),
-    CheckSpec("single_model_version", "All scores come from one model version."),
 ]
 
 
 def scores_suite(use_case) -> dict:
-    """The score table before publication."""
+    """The score table before publication. One row per customer of the latest load, nobody else, one
+    model version: owned by the `scores_are_complete` check (set comparisons in DuckDB), not repeated
+    here (at 1M customers GX's uniqueness and distinct-count took 0.48 s of the suite's 0.88 s)."""
     checks = SCORES_CHECKS
     columns = ["customer_id", "score", "rank", "decile", "model_version", "scored_at"]
     expectations = [
@@ -231,14 +231,6 @@ def scores_suite(use_case) -> dict:
         _expectation("ExpectColumnValuesToBeBetween", "valid_scores", column="score", min_value=0.0, max_value=1.0),
         _expectation("ExpectColumnValuesToNotBeNull", "valid_scores", column="score"),
         _expectation("ExpectColumnValuesToBeBetween", "valid_scores", column="decile", min_value=1, max_value=10),
-        _expectation("ExpectColumnValuesToBeUnique", "unique_customer_id", column="customer_id"),
-        _expectation(
-            "ExpectColumnUniqueValueCountToBeBetween",
-            "single_model_version",
-            column="model_version",
-            min_value=1,
-            max_value=1,
-        ),
     ]
     return _suite(f"{use_case.name}.customer_scores", expectations, checks)
 
