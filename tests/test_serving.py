@@ -245,11 +245,31 @@ def test_bad_requests_get_clear_status_codes(platform):
 
 
 def test_every_request_is_recorded_with_caller_latency_and_versions(platform):
-    lines = [
-        json.loads(line)
-        for path in requests_dir(platform.harness.settings.home, "caravan").glob("*.jsonl")
-        for line in path.read_text().splitlines()
-    ]
+    def logged_lines() -> list[dict]:
+        return [
+            json.loads(line)
+            for path in requests_dir(platform.harness.settings.home, "caravan").glob("*.jsonl")
+            for line in path.read_text().splitlines()
+        ]
+
+    counted = (("lookup", 200), ("score", 200), ("score", 422))
+
+    def requests_total(metrics: dict, endpoint: str, status: int) -> float | None:
+        return metrics.get(("mlops_serving_requests_total", (("endpoint", endpoint), ("status", str(status)))))
+
+    # A request counts in /metrics a moment before its line is written: a request of an earlier test
+    # still finishing on a loaded machine can be in one and not yet in the other. Read both until
+    # they agree (at most 10 s); the assertions below say what differs if they never do.
+    deadline = time.monotonic() + 10
+    while True:
+        lines, metrics = logged_lines(), _metrics(platform)
+        logged = {
+            (endpoint, status): sum(line["endpoint"] == endpoint and line["status"] == status for line in lines)
+            for endpoint, status in counted
+        }
+        if all(requests_total(metrics, *key) == n for key, n in logged.items()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     by_status = {}
     for line in lines:
         by_status.setdefault(line["status"], []).append(line)
@@ -261,11 +281,9 @@ def test_every_request_is_recorded_with_caller_latency_and_versions(platform):
     assert scored[0]["inputs"][0]["MOSTYPE"] is not None
     # Both worker processes answered, and /metrics adds up what each counted.
     assert len({line["worker"] for line in lines}) == WORKERS
-    metrics = _metrics(platform)
-    for endpoint, status in (("lookup", 200), ("score", 200), ("score", 422)):
-        logged = sum(line["endpoint"] == endpoint and line["status"] == status for line in lines)
-        labels = (("endpoint", endpoint), ("status", str(status)))
-        assert logged > 0 and metrics[("mlops_serving_requests_total", labels)] == logged
+    for endpoint, status in counted:
+        assert logged[(endpoint, status)] > 0
+        assert requests_total(metrics, endpoint, status) == logged[(endpoint, status)], (endpoint, status)
     assert metrics[("mlops_serving_errors_total", (("endpoint", "score"), ("status", "422")))] > 0
     assert any(
         name == "mlops_serving_request_seconds_bucket" and ("endpoint", "lookup") in labels for name, labels in metrics
