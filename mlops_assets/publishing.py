@@ -57,6 +57,27 @@ def remove_abandoned_temporaries(destination: Path) -> list[Path]:
     return removed
 
 
+def temporary_path(destination: Path) -> Path:
+    """A new temporary name next to `destination` that `remove_abandoned_temporaries` recognizes."""
+    destination = Path(destination)
+    return destination.with_name(f".{destination.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+def remove_database_file(path: Path) -> None:
+    """Delete a DuckDB file and its write-ahead log, if there."""
+    for leftover in (path, path.with_name(path.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames in `directory` durable."""
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
 class PreparedPublication:
     """A publication written completely under a temporary name, not yet visible to readers.
 
@@ -70,16 +91,11 @@ class PreparedPublication:
 
     def swap(self) -> Path:
         os.replace(self.temporary, self.destination)
-        directory = os.open(self.destination.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_directory(self.destination.parent)
         return self.destination
 
     def discard(self) -> None:
-        for leftover in (self.temporary, self.temporary.with_name(self.temporary.name + ".wal")):
-            leftover.unlink(missing_ok=True)
+        remove_database_file(self.temporary)
 
 
 def prepare_publication(destination: Path, tables: dict[str, pd.DataFrame]) -> PreparedPublication:
@@ -87,9 +103,7 @@ def prepare_publication(destination: Path, tables: dict[str, pd.DataFrame]) -> P
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(destination)
-    prepared = PreparedPublication(
-        destination, destination.with_name(f".{destination.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    )
+    prepared = PreparedPublication(destination, temporary_path(destination))
     try:
         with duckdb.connect(
             str(prepared.temporary), config={"storage_compatibility_version": PUBLISHED_STORAGE_VERSION}

@@ -151,25 +151,27 @@ def write_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, destinat
     last swap, another layout, any DuckDB or file error), the new copy starts from a byte copy of the
     current one, else from scratch.
     """
-    from mlops_assets.publishing import remove_abandoned_temporaries
+    # publishing imports pandas, which the read commands must not load: imported when writing only.
+    from mlops_assets.publishing import remove_abandoned_temporaries, remove_database_file, temporary_path
 
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(destination)
-    spare, temporary = read_copy_spare_path(destination), _temporary_path(destination)
+    spare, temporary = read_copy_spare_path(destination), temporary_path(destination)
+    written = None
     try:
-        try:
-            if not spare.exists():
-                raise FileNotFoundError(spare)
-            _fill_read_copy(connection, schema, spare, incremental=True)
-            written = spare
-        except (duckdb.Error, OSError, _OutOfStep):
-            _remove_database(spare)  # a reader holding it keeps its own open file
+        if spare.exists():
+            try:
+                _fill_read_copy(connection, schema, spare, incremental=True)
+                written = spare
+            except (duckdb.Error, OSError, _OutOfStep):
+                remove_database_file(spare)  # a reader holding it keeps its own open file
+        if written is None:
             try:
                 shutil.copyfile(destination, temporary)  # FileNotFoundError before the first copy
                 _fill_read_copy(connection, schema, temporary, incremental=True)
             except (duckdb.Error, OSError, _OutOfStep):
-                _remove_database(temporary)
+                remove_database_file(temporary)
                 _fill_read_copy(connection, schema, temporary, incremental=False)
             written = temporary
         with duckdb.connect(str(written)) as copy:
@@ -182,37 +184,25 @@ def write_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, destinat
             os.fsync(handle.fileno())
         return _swap_keeping_spare(written, destination, spare)
     finally:
-        _remove_database(temporary)  # left only if the copy failed
-
-
-def _temporary_path(destination: Path) -> Path:
-    # The name remove_abandoned_temporaries recognizes: removed when its writer is gone.
-    return destination.with_name(f".{destination.name}.{os.getpid()}.{os.urandom(16).hex()}.tmp")
-
-
-def _remove_database(path: Path) -> None:
-    for leftover in (path, path.with_name(path.name + ".wal")):
-        leftover.unlink(missing_ok=True)
+        remove_database_file(temporary)  # left only if the copy failed
 
 
 def _swap_keeping_spare(written: Path, destination: Path, spare: Path) -> Path:
     """`written` becomes `destination`, and the copy it replaces the spare, each rename atomic."""
-    replaced = _temporary_path(destination)
+    from mlops_assets.publishing import fsync_directory, remove_database_file, temporary_path
+
+    replaced = temporary_path(destination)
     try:
         os.link(destination, replaced)
     except FileNotFoundError:  # the first copy
         replaced = None
     except OSError:  # a file system without hard links: no spare, the next copy starts from a byte copy
         replaced = None
-        _remove_database(spare)
+        remove_database_file(spare)
     os.replace(written, destination)
     if replaced is not None:
         os.replace(replaced, spare)
-    directory = os.open(destination.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_directory(destination.parent)
     return destination
 
 
