@@ -9,6 +9,7 @@ the new one, never a lock error or a half-written table; a failed publication le
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import uuid
@@ -16,6 +17,8 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
+
+from mlops_assets.warehouse import attached
 
 # Write published files in a storage format DuckDB 1.x clients can read too (DuckDB 2 writes a newer
 # one by default that, e.g., the 1.5 CLI refuses), so marketing is free to use any DuckDB client.
@@ -98,21 +101,36 @@ class PreparedPublication:
         remove_database_file(self.temporary)
 
 
-def prepare_publication(destination: Path, tables: dict[str, pd.DataFrame]) -> PreparedPublication:
-    """Write `tables` into a new DuckDB file next to `destination`, flushed to disk, not yet swapped in."""
+def prepare_publication(
+    destination: Path,
+    tables: dict[str, pd.DataFrame | str],
+    connection: duckdb.DuckDBPyConnection | None = None,
+) -> PreparedPublication:
+    """Write `tables` into a new DuckDB file next to `destination`, flushed to disk, not yet swapped in.
+
+    A table is a DataFrame or a query on `connection`, e.g. `select * from caravan.customer_scores`
+    on the warehouse: DuckDB then copies it file to file. At 1M scores that took 0.26 s; loading them
+    into pandas and writing them out again took 0.6-0.7 s plus 0.7 s.
+    """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     remove_abandoned_temporaries(destination)
     prepared = PreparedPublication(destination, temporary_path(destination))
     try:
-        with duckdb.connect(
-            str(prepared.temporary), config={"storage_compatibility_version": PUBLISHED_STORAGE_VERSION}
-        ) as connection:
-            for name, frame in tables.items():
-                connection.register("_frame", frame)
-                connection.execute(f"create table {name} as select * from _frame")
-                connection.unregister("_frame")
-            connection.execute("checkpoint")
+        with contextlib.ExitStack() as stack:
+            if connection is None:
+                connection = stack.enter_context(duckdb.connect())
+            with attached(connection, prepared.temporary, "prepared_publication", PUBLISHED_STORAGE_VERSION) as alias:
+                for name, table in tables.items():
+                    if isinstance(table, str):
+                        connection.execute(f"create table {alias}.main.{name} as {table}")
+                        continue
+                    connection.register("_published_frame", table)
+                    try:
+                        connection.execute(f"create table {alias}.main.{name} as select * from _published_frame")
+                    finally:
+                        connection.unregister("_published_frame")
+                connection.execute(f"checkpoint {alias}")
         with open(prepared.temporary, "rb") as handle:
             os.fsync(handle.fileno())
     except BaseException:

@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import duckdb
 
-from mlops_assets.warehouse import is_lock_conflict, table_exists
+from mlops_assets.warehouse import attached, is_lock_conflict, table_exists
 
 AUDIT_VIEW = "customer_score_audit"
 READ_COPY_STORAGE_VERSION = "v1.0.0"
@@ -211,11 +211,8 @@ class _OutOfStep(Exception):
 
 
 def _fill_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, path: Path, *, incremental: bool) -> None:
-    alias = "registry_read_copy"
     warehouse = connection.execute("select current_database()").fetchone()[0]
-    literal = "'" + str(path).replace("'", "''") + "'"  # ATTACH takes no parameters
-    connection.execute(f"attach {literal} as {alias} (storage_version '{READ_COPY_STORAGE_VERSION}')")
-    try:
+    with attached(connection, path, "registry_read_copy", READ_COPY_STORAGE_VERSION) as alias:
         connection.execute(f"create schema if not exists {alias}.{schema}")
         for table, left_out in READ_COPY_TABLES.items():
             target = f"{alias}.{schema}.{table}"
@@ -230,8 +227,6 @@ def _fill_read_copy(connection: duckdb.DuckDBPyConnection, schema: str, path: Pa
             f"create or replace table {alias}.read_copy as select ?::timestamp as copied_at",
             [datetime.now(UTC).replace(tzinfo=None, microsecond=0)],
         )
-    finally:
-        connection.execute(f"detach {alias}")
 
 
 def _sync_history(connection: duckdb.DuckDBPyConnection, source: str, copied: str) -> None:

@@ -8,6 +8,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 
@@ -117,3 +118,19 @@ def transaction(connection: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDB
         with contextlib.suppress(duckdb.Error):
             connection.execute("rollback")
         raise
+
+
+@contextmanager
+def attached(connection: duckdb.DuckDBPyConnection, path: Path, alias: str, storage_version: str) -> Iterator[str]:
+    """The DuckDB file `path` attached to `connection` as `alias` for the body, in `storage_version`
+    if DuckDB creates it; detached (which writes it out) afterwards. A failed detach after a failed
+    body is not reported over the body's error."""
+    literal = "'" + str(path).replace("'", "''") + "'"  # ATTACH takes no parameters
+    connection.execute(f"attach {literal} as {alias} (storage_version '{storage_version}')")
+    try:
+        yield alias
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):
+            connection.execute(f"detach {alias}")
+        raise
+    connection.execute(f"detach {alias}")

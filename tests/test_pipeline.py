@@ -63,6 +63,19 @@ def test_published_scores_are_probabilities_of_buying(completed_pipeline):
     assert "random test split" in metadata["evaluation_set"]  # one period: no out-of-time set yet
 
 
+def test_equal_scores_are_ranked_by_customer_id(completed_pipeline):
+    """Ranks do not depend on the mart's row order, which changes from run to run: equal scores (common
+    with trees) are ranked by customer id, so a re-run on the same data publishes the same ranks."""
+    published = read_published(
+        completed_pipeline.settings.published_dir / "caravan.duckdb",
+        "select customer_id, score, rank from customer_scores order by rank",
+    )
+    tied = published[published.duplicated("score", keep=False)]
+    assert tied["score"].nunique() > 10  # the bundled data has many ties: the rule is exercised
+    for _, group in tied.groupby("score"):
+        assert group["customer_id"].is_monotonic_increasing, group.head()
+
+
 def test_every_search_trial_is_recorded_and_the_best_summarized(completed_pipeline, caravan):
     with _warehouse(completed_pipeline) as connection:
         trials = connection.execute("select * from caravan.model_search_trials order by trial").fetchdf()
@@ -165,6 +178,42 @@ def test_publication_is_gated_on_one_score_per_customer_of_the_latest_load_from_
     assert not failed.passed
     for problem in ("1 customers scored more than once", f"not scored, e.g. ['{dropped}']", "from 2 model versions"):
         assert problem in failed.description, (problem, failed.description)
+
+
+def test_a_failed_blocking_score_check_stops_the_publication(completed_pipeline, tmp_path, monkeypatch):
+    """published_scores copies the warehouse's score table (a dependency, not an input): a blocking
+    check failing on customer_scores must still stop it, and the last good scores stay published."""
+    import mlops_assets.defs.scoring as scoring_defs
+
+    platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
+    published = platform.settings.published_dir / "caravan.duckdb"
+    before = read_published(published, "select * from publication")
+    with _warehouse(platform) as connection:
+        history_before = connection.execute("select count(*) from caravan.score_history").fetchone()[0]
+
+    def scored_twice(*arguments, **keywords):  # one customer twice: scores_are_complete fails
+        table = score_table(*arguments, **keywords)
+        return pd.concat([table, table.head(1)], ignore_index=True)
+
+    score_table = scoring_defs.score_table
+    monkeypatch.setattr(scoring_defs, "score_table", scored_twice)
+    result = platform.defs.resolve_job_def("caravan_scoring").execute_in_process(
+        instance=platform.instance, raise_on_error=False
+    )
+
+    assert not result.success
+    checks = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data.passed
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    assert checks["scores_are_complete"] is False
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "caravan/customer_scores" in materialized
+    assert "caravan/published_scores" not in materialized
+    assert read_published(published, "select * from publication").equals(before)
+    with _warehouse(platform) as connection:
+        assert connection.execute("select count(*) from caravan.score_history").fetchone()[0] == history_before
 
 
 def test_assets_report_row_counts_and_schemas(completed_pipeline):

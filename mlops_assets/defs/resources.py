@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
+import duckdb
 import pandas as pd
 from dagster_dbt import DbtProject
 
@@ -34,9 +35,12 @@ class ScorePublisher(dg.ConfigurableResource):
     def publish(self, use_case: str, tables: dict[str, pd.DataFrame]) -> Path:
         return publish_tables(self.path_for(use_case), tables)
 
-    def prepare(self, use_case: str, tables: dict[str, pd.DataFrame]) -> PreparedPublication:
-        """Write the publication without swapping it in yet (see publishing.PreparedPublication)."""
-        return prepare_publication(self.path_for(use_case), tables)
+    def prepare(
+        self, use_case: str, tables: dict[str, pd.DataFrame | str], connection: duckdb.DuckDBPyConnection | None = None
+    ) -> PreparedPublication:
+        """Write the publication without swapping it in yet (see publishing.prepare_publication: a
+        table is a DataFrame or a query on `connection`)."""
+        return prepare_publication(self.path_for(use_case), tables, connection)
 
 
 def build_resources(settings: Settings) -> dict:
