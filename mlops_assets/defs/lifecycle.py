@@ -74,10 +74,20 @@ def build_lifecycle_assets(use_case: UseCase) -> list:
     training_set_key = dg.AssetKey([name, "training_set"])
     validation_key = dg.AssetKey([name, "model_validation"])
     champion_key = dg.AssetKey([name, "champion_model"])
+    # What validation reads of the training set. Not the customer and load ids: loading those text
+    # columns was 0.1-0.4 s of the 1M-customer load.
+    read_columns = list(
+        dict.fromkeys(
+            [*(f.name for f in use_case.features), *use_case.sensitive_attributes, use_case.target, "period", "split"]
+        )
+    )
 
     @dg.asset(
         key=validation_key,
-        ins={"propensity_model": dg.AssetIn(key=model_key), "training_set": dg.AssetIn(key=training_set_key)},
+        ins={
+            "propensity_model": dg.AssetIn(key=model_key),
+            "training_set": dg.AssetIn(key=training_set_key, metadata={"columns": read_columns}),
+        },
         group_name="validation",
         kinds={"pandas", "duckdb"},
         pool=WAREHOUSE_POOL,
