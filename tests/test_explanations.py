@@ -1,4 +1,5 @@
 import math
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,7 @@ from mlops_assets.ml.explanations import (
     top_k_indices,
     top_reasons,
 )
+from mlops_assets.ml.scoring import score_table
 from mlops_assets.ml.training import (
     FeatureSpec,
     TrainingParams,
@@ -246,3 +248,26 @@ def test_reasons_of_a_model_matrix_are_the_reasons_of_the_frame(model, scored, n
     # Not vacuous: most rows have reasons, and the categorical feature's value texts are among them.
     assert sum(len(r) for r in found) > 60
     assert {r["value"] for reasons in found for r in reasons if r["feature"] == "customer_subtype"} & set(SUBTYPES)
+
+
+def test_the_score_table_carries_each_explained_customers_own_reasons(model, names):
+    """score_table places reasons by row position (no merge on id): each explained customer gets its
+    own reasons, everyone else none, and rows come best first with ties in the given order."""
+    frame = customers(1009, 5).set_axis(np.arange(3000, 3000 + 2018, 2))  # an index that is not 0..n-1
+    ids = pd.Series([f"C{n:05d}" for n in np.random.default_rng(1).permutation(1009)], index=frame.index)
+    scores = np.round(predict_proba(model.booster, frame, FEATURES, model.score_offset), 2)  # many ties
+    explained = explain_top_share(model.booster, frame, FEATURES, scores, names, top_share=0.1)
+    table = score_table(ids, scores, "m1", datetime(2026, 11, 27), explained.reasons, k=3)
+
+    assert table["rank"].tolist() == list(range(1, 1010)) and table["score"].is_monotonic_decreasing
+    expected_order = ids.to_numpy()[np.argsort(-scores, kind="stable")]  # ties: the order of `ids`
+    assert table["customer_id"].tolist() == expected_order.tolist()
+    by_id = table.set_index("customer_id")
+    reasons = explained.reasons.set_axis(ids.loc[explained.reasons.index])
+    assert by_id.loc[reasons.index, "reason_1"].tolist() == reasons["reason_1_label"].tolist()
+    assert by_id.loc[reasons.index, "reason_2_value"].tolist() == reasons["reason_2_value"].tolist()
+    np.testing.assert_array_equal(by_id.loc[reasons.index, "reason_1_contribution"], reasons["reason_1_contribution"])
+    others = by_id.drop(index=reasons.index)
+    assert len(others) == 1009 - 100 and others[["reason_1", "reason_3_contribution"]].isna().all().all()
+    with pytest.raises(ValueError, match="not scored"):
+        score_table(ids.iloc[1:], scores[1:], "m1", datetime(2026, 11, 27), explained.reasons.set_axis(range(100)), k=3)

@@ -35,7 +35,7 @@ def score_table(
     With `k`, also reason_i (readable label), reason_i_feature, _value and _contribution for i = 1..k,
     taken from `reasons` (explain_top_share's, indexed like `customer_ids`) and empty for customers
     without reasons. The rows are put in rank order and the reasons placed by position: at 1M
-    customers the former `sort_values` plus a merge on customer id took 1.0-1.3 s, this 0.1 s.
+    customers a `sort_values` plus a merge on customer id took 1.44 s, this 0.24 s.
     """
     scores = np.asarray(scores, dtype=np.float64)
     order = np.argsort(-scores, kind="stable")  # rank_of's order: ties broken by position
@@ -67,7 +67,7 @@ def score_table(
             ("_contribution", "contribution"),
         ):
             values = reasons.get(f"reason_{slot}_{source}")
-            # As a merge would: float columns stay float, others are objects; absent ones are NaN.
+            # The types the merge on customer id gave: floats stay float, the rest object, a missing column NaN.
             values = np.empty(0) if values is None else values.to_numpy()
             column = np.full(len(table), np.nan, dtype=np.float64 if values.dtype.kind == "f" else object)
             column[rows] = values
