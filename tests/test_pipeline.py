@@ -18,6 +18,7 @@ from mlops_assets.quality.expectations import (
     SUITE_ASSETS,
     _batch_definition,
     build_suites,
+    columns_read,
     load_suite,
     numeric_features,
     validate,
@@ -214,6 +215,44 @@ def test_a_failed_blocking_score_check_stops_the_publication(completed_pipeline,
     assert read_published(published, "select * from publication").equals(before)
     with _warehouse(platform) as connection:
         assert connection.execute("select count(*) from caravan.score_history").fetchone()[0] == history_before
+
+
+def test_the_score_suite_reads_only_its_columns_and_still_names_a_bad_score(
+    completed_pipeline, caravan, tmp_path, monkeypatch
+):
+    """The score suite's check loads the columns its expectations read (not the twelve reason columns)
+    and checks the header against the table's full column list: a score above 1 fails valid_scores
+    naming the customer, a missing column fails the schema check, and nothing is published."""
+    import mlops_assets.defs.scoring as scoring_defs
+
+    read = columns_read(load_suite(caravan, "customer_scores"))
+    assert "score" in read and not any(column.startswith("reason_") for column in read)
+    platform = copy_of_first_run(completed_pipeline, tmp_path / "home")
+    published = platform.settings.published_dir / "caravan.duckdb"
+    before = read_published(published, "select * from publication")
+
+    def out_of_range(*arguments, **keywords):
+        table = score_table(*arguments, **keywords)
+        table.loc[0, "score"] = 1.5
+        return table.drop(columns=["scored_at"])
+
+    score_table = scoring_defs.score_table
+    monkeypatch.setattr(scoring_defs, "score_table", out_of_range)
+    result = platform.defs.resolve_job_def("caravan_scoring").execute_in_process(
+        instance=platform.instance, raise_on_error=False
+    )
+
+    evaluations = {
+        e.asset_check_evaluation_data.check_name: e.asset_check_evaluation_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+    with _warehouse(platform) as connection:
+        worst = connection.execute("select customer_id from caravan.customer_scores where score > 1").fetchone()[0]
+    assert not evaluations["valid_scores"].passed
+    assert worst in evaluations["valid_scores"].description, evaluations["valid_scores"].description
+    assert not evaluations["schema"].passed and "scored_at" in evaluations["schema"].description
+    assert read_published(published, "select * from publication").equals(before)
 
 
 def test_assets_report_row_counts_and_schemas(completed_pipeline):

@@ -384,6 +384,23 @@ def _run(frame: pd.DataFrame, expectations: list[dict], parameters: dict, id_col
     return batch.validate(suite, expectation_parameters=parameters, result_format=result_format).results
 
 
+def columns_read(suite: dict) -> list[str] | None:
+    """The columns the suite's expectations read row by row (`column`, `column_A`/`_B`, `column_list`;
+    `expect_table_columns_*` read only the header, see `validate`'s schema_columns), or None when an
+    expectation may read columns it does not name this way (a row condition, a query): then the
+    whole table is needed."""
+    columns: list[str] = []
+    for expectation in suite["expectations"]:
+        kwargs = expectation["kwargs"]
+        if any("row_condition" in key or "query" in key for key in kwargs):
+            return None
+        if expectation["type"].startswith("expect_table_columns"):
+            continue
+        columns += [kwargs[key] for key in ("column", "column_A", "column_B") if key in kwargs]
+        columns += list(kwargs.get("column_list") or [])
+    return list(dict.fromkeys(columns))
+
+
 def validate(
     frame: pd.DataFrame,
     suite: dict,
