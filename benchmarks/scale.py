@@ -5,11 +5,16 @@
 For each size, in separate processes (so each peak RSS is its own):
 - pipeline: the Dagster job `swiss_bank_pipeline` (ingest with row rules, dbt features, Great
   Expectations suites, training, validation against the champion with fairness, registry, scoring
-  with SHAP reasons for the top decile, drift, publication), run twice on the same data: the first
-  run of a new warehouse parses the dbt project, later runs reuse dbt's partial-parse state.
+  with SHAP reasons for the top decile, drift, publication), run three times:
+  1. first run: a new warehouse and the first export (dbt parses its project from scratch);
+  2. rerun: the same file again. Ingestion skips a file it has loaded (same sha256), so this run
+     does all but the ingestion: not the bare script's work, shown for reference;
+  3. next export, in a new process as a daily `mlops run` is: the next day's full export of the
+     same customers (another seed) replaces the file, and the run ingests it: the bare script's work
+     on the same export, plus the history the platform keeps. The run compared with the bare script.
 - bare script: the same work in one process with DuckDB, pandas and LightGBM and no Dagster or dbt,
   calling the same plain-Python functions (ingestion with row rules, the feature mart suite, training,
-  scoring, SHAP reasons, drift, publication); features in plain SQL.
+  scoring, SHAP reasons, drift, publication) on the export of run 3; features in plain SQL.
 Prints per-stage times, the ratio pipeline / bare and peak RSS. `--score-10m` scores 10M customers
 in chunks (the platform's predict_proba and score_table) and prints time and peak RSS.
 """
@@ -34,19 +39,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_pipeline(home: str | Path, runs: int) -> dict:
+def run_pipeline(home: str | Path, customers: int, exports: list[int | None]) -> dict:
+    """One run per entry of `exports`: an export of `customers` with that seed written as the source
+    file first, or None to run on the file as it is."""
     home = Path(home)
     import dagster as dg
 
     from mlops_assets.definitions import build_definitions
     from mlops_assets.settings import Settings
+    from mlops_assets.synthetic.swiss_bank import write_parquet
     from mlops_assets.use_cases import get_use_case
 
     # Only this use case's definitions, as `mlops run --use-case swiss_bank` builds them.
-    defs = build_definitions(Settings.under(home), use_cases=(get_use_case("swiss_bank"),))
+    use_case = get_use_case("swiss_bank")
+    defs = build_definitions(Settings.under(home), use_cases=(use_case,))
     instance = dg.DagsterInstance.ephemeral()
     results = []
-    for _ in range(runs):
+    for seed in exports:
+        if seed is not None:
+            write_parquet(use_case.source_path, customers, seed=seed)
         started = time.perf_counter()
         result = defs.resolve_job_def("swiss_bank_pipeline").execute_in_process(instance=instance)
         steps = {
@@ -226,19 +237,26 @@ def main() -> None:
 
     for customers in args.customers:
         with tempfile.TemporaryDirectory() as pipeline_home, tempfile.TemporaryDirectory() as bare_home:
-            for home in (pipeline_home, bare_home):
-                write_parquet(Path(home) / "synthetic" / "swiss_bank" / "customers.parquet", customers, seed=0)
+            write_parquet(Path(pipeline_home) / "synthetic" / "swiss_bank" / "customers.parquet", customers, seed=0)
             os.environ["MLOPS_HOME"] = pipeline_home
-            pipeline = in_child("run_pipeline", pipeline_home, 2)
+            # The first export (seed 0) and the same file again; then, in a new process as a daily
+            # `mlops run` is, the next export (seed 1). See the docstring.
+            pipeline = in_child("run_pipeline", pipeline_home, customers, [None, None])
+            daily = in_child("run_pipeline", pipeline_home, customers, [1])
+            write_parquet(Path(bare_home) / "synthetic" / "swiss_bank" / "customers.parquet", customers, seed=1)
             bare = in_child("run_bare", bare_home)
-        first, warm = pipeline["runs"]
+        (first, rerun), (next_export,) = pipeline["runs"], daily["runs"]
         print(f"\n== {customers:,} customers ==")
         print(
-            f"pipeline (Dagster, in-process executor): first run {first['seconds']:.1f} s, "
-            f"second run {warm['seconds']:.1f} s, peak RSS {pipeline['peak_rss_mb']:.0f} MB"
+            "pipeline (Dagster, in-process executor):\n"
+            f"  first run (new warehouse) {first['seconds']:.1f} s, rerun on the same file (ingestion "
+            f"skipped) {rerun['seconds']:.1f} s, both in one process: peak RSS {pipeline['peak_rss_mb']:.0f} MB\n"
+            f"  next export (ingested) {next_export['seconds']:.1f} s in a new process: peak RSS "
+            f"{daily['peak_rss_mb']:.0f} MB"
         )
-        for step, seconds in sorted(warm["steps"].items(), key=lambda item: -item[1]):
-            print(f"    {step:50s} {seconds:6.2f} s")
+        print("  steps of the next-export run (rerun in brackets):")
+        for step, seconds in sorted(next_export["steps"].items(), key=lambda item: -item[1]):
+            print(f"    {step:50s} {seconds:6.2f} s  ({rerun['steps'].get(step, 0.0):.2f})")
         print(
             f"bare script: {bare['seconds']:.1f} s, peak RSS {bare['peak_rss_mb']:.0f} MB "
             f"({bare['explained']:,} customers explained)"
@@ -246,8 +264,9 @@ def main() -> None:
         for stage, seconds in bare["stages"].items():
             print(f"    {stage:50s} {seconds:6.2f} s")
         print(
-            f"ratio pipeline / bare: {warm['seconds'] / bare['seconds']:.2f} (second run), "
-            f"{first['seconds'] / bare['seconds']:.2f} (first run)"
+            f"ratio pipeline / bare: {next_export['seconds'] / bare['seconds']:.2f} (next export: the same "
+            f"work), {first['seconds'] / bare['seconds']:.2f} (first run), "
+            f"{rerun['seconds'] / bare['seconds']:.2f} (rerun without ingestion)"
         )
 
     if args.score_10m:
