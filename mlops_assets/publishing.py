@@ -110,7 +110,7 @@ def prepare_publication(
 
     A table is a DataFrame or a query on `connection`, e.g. `select * from caravan.customer_scores`
     on the warehouse: DuckDB then copies it file to file. At 1M scores that took 0.26 s; loading them
-    into pandas and writing them out again took 0.6-0.7 s plus 0.7 s.
+    into pandas took 0.6-0.7 s and writing them out from there 0.7 s.
     """
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)

@@ -51,7 +51,7 @@ CONTEXT_COLUMNS = ("customer_id", "_load_id", "load_id")
 def _columns_to_load(read: list[str] | None, table_columns: list[str]) -> list[str] | None:
     """The columns of the table a suite's check loads, or None for all of them. Wide raw tables and
     the score table's twelve reason columns need not be loaded whole: at 1M scores the suite took
-    1.0-1.3 s loading 18 columns."""
+    1.0-1.4 s with all 18 columns, 0.25 s with the two it reads and the ids."""
     if read is None:
         return None
     wanted = {*read, *CONTEXT_COLUMNS}
