@@ -22,7 +22,14 @@ import pandas as pd
 
 from mlops_assets import warehouse
 from mlops_assets.quality.rows import ColumnRule, find_outliers, find_row_problems, summarize_problems
-from mlops_assets.warehouse import LOAD_MEMORY_LIMIT_VARIABLE, bounded_memory, table_exists, transaction
+from mlops_assets.warehouse import (
+    LOAD_MEMORY_LIMIT_VARIABLE,
+    bounded_memory,
+    quote_identifier,
+    sql_literal,
+    table_exists,
+    transaction,
+)
 
 LOAD_LOG_COLUMNS = """
     load_id varchar primary key, source_file varchar, source_format varchar, sha256 varchar,
@@ -225,14 +232,6 @@ def _record_ingestion(connection, schema, kind, sha256, path, load_id, row_count
         f"insert into {schema}.ingested_files values (?, ?, ?, ?, ?, ?)",
         [kind, sha256, str(path), load_id, row_count, loaded_at],
     )
-
-
-def quote_identifier(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def sql_literal(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 def read_csv_header(path: Path, delimiter: str, encoding: str = "utf-8", quote: str = '"') -> list[str]:

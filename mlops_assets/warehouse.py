@@ -17,6 +17,16 @@ import duckdb
 CONNECTION_CONFIG = {"custom_user_agent": "dagster", "storage_compatibility_version": "v1.0.0"}
 
 
+def quote_identifier(name: str) -> str:
+    """`name` as a DuckDB identifier (names may hold spaces or quotes)."""
+    return '"' + str(name).replace('"', '""') + '"'
+
+
+def sql_literal(value: str) -> str:
+    """`value` as a SQL string literal, for the few statements that take no parameters (ATTACH, DDL)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 def table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str, catalog: str | None = None) -> bool:
     """Whether `schema.table` exists: in `catalog` if given, else in any database attached."""
     return bool(
@@ -125,8 +135,8 @@ def attached(connection: duckdb.DuckDBPyConnection, path: Path, alias: str, stor
     """The DuckDB file `path` attached to `connection` as `alias` for the body, in `storage_version`
     if DuckDB creates it; detached (which writes it out) afterwards. A failed detach after a failed
     body is not reported over the body's error."""
-    literal = "'" + str(path).replace("'", "''") + "'"  # ATTACH takes no parameters
-    connection.execute(f"attach {literal} as {alias} (storage_version '{storage_version}')")
+    # ATTACH takes no parameters.
+    connection.execute(f"attach {sql_literal(path)} as {alias} (storage_version '{storage_version}')")
     try:
         yield alias
     except BaseException:

@@ -22,7 +22,7 @@ from dagster_duckdb_pandas import DuckDBPandasIOManager, DuckDBPandasTypeHandler
 from mlops_assets.integrity import sign_model, signing_key
 from mlops_assets.ml.artifacts import ModelArtifact
 from mlops_assets.registry import register_model
-from mlops_assets.warehouse import table_exists, transaction, warehouse_connection
+from mlops_assets.warehouse import quote_identifier, table_exists, transaction, warehouse_connection
 
 
 def table_metadata(
@@ -73,8 +73,8 @@ class _ReplacingPandasTypeHandler(DuckDBPandasTypeHandler):
         order_by = (context.definition_metadata or {}).get("order_by")
         if not order_by or table_slice.partition_dimensions:
             return super().load_input(context, table_slice, connection)
-        column = '"' + str(order_by).replace('"', '""') + '"'
-        return connection.execute(f"{DuckDbClient.get_select_statement(table_slice)} order by {column}").fetchdf()
+        select = DuckDbClient.get_select_statement(table_slice)
+        return connection.execute(f"{select} order by {quote_identifier(order_by)}").fetchdf()
 
     def handle_output(self, context, table_slice: TableSlice, obj: pd.DataFrame, connection):
         if context.has_partition_key:

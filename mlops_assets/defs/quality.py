@@ -37,6 +37,7 @@ from mlops_assets.quality.expectations import (
 )
 from mlops_assets.quality.reference import record_reference, recorded_reference
 from mlops_assets.use_cases import UseCase
+from mlops_assets.warehouse import quote_identifier
 
 VALIDATION_RESULTS_COLUMNS = """
     run_id varchar, asset varchar, suite varchar, check_name varchar, expectation varchar,
@@ -185,7 +186,7 @@ def build_suite_checks(use_case: UseCase, asset: str, key: dg.AssetKey) -> dg.As
         with warehouse.get_connection() as connection:
             table_columns = [r[0] for r in connection.execute(f"describe {table}").fetchall()]
             loaded = _columns_to_load(read, table_columns)
-            selected = "*" if loaded is None else ", ".join('"' + c.replace('"', '""') + '"' for c in loaded)
+            selected = "*" if loaded is None else ", ".join(map(quote_identifier, loaded))
             # The staging suite's unit-change quartiles are computed in DuckDB: one row names the load.
             limit = " limit 1" if asset == "stg_customers" else ""
             frame = connection.execute(f"select {selected} from {table}{limit}").fetchdf()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from mlops_assets.ml.artifacts import ModelArtifact
-from mlops_assets.ml.evaluation import decile_from_rank
+from mlops_assets.ml.evaluation import decile_from_rank, rank_of
 
 
 def score_customers(model: ModelArtifact, customers: pd.DataFrame, chunk_size: int = 250_000) -> np.ndarray:
@@ -38,14 +38,16 @@ def score_table(
     customers a `sort_values` plus a merge on customer id took 1.44 s, this 0.24 s.
     """
     scores = np.asarray(scores, dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")  # rank_of's order: ties broken by position
-    rank = np.arange(1, len(scores) + 1, dtype=np.int64)
+    rank = rank_of(scores)  # ties broken by position
+    order = np.empty_like(rank)  # the customer at each rank: rank_of inverted
+    order[rank - 1] = np.arange(len(rank))
+    ranks = np.arange(1, len(rank) + 1, dtype=np.int64)
     table = pd.DataFrame(
         {
             "customer_id": customer_ids.to_numpy()[order],
             "score": scores[order],
-            "rank": rank,
-            "decile": decile_from_rank(rank),
+            "rank": ranks,
+            "decile": decile_from_rank(ranks),
             "model_version": model_version,
             "scored_at": scored_at,
         }
@@ -53,12 +55,10 @@ def score_table(
     if k < 1:
         return table
     reasons = pd.DataFrame() if reasons is None else reasons
-    row_of_position = np.empty(len(order), dtype=np.int64)
-    row_of_position[order] = rank - 1
     positions = customer_ids.index.get_indexer(reasons.index)
     if (positions < 0).any():
         raise ValueError("reasons for customers that were not scored")
-    rows = row_of_position[positions]
+    rows = rank[positions] - 1  # the table is in rank order
     for slot in range(1, k + 1):
         for part, source in (
             ("", "label"),

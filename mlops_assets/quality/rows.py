@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import duckdb
 import pandas as pd
 
-from mlops_assets.warehouse import memory_limit_bytes
+from mlops_assets.warehouse import memory_limit_bytes, quote_identifier, sql_literal
 
 OUTLIER_ROBUST_Z = 5.0
 
@@ -69,17 +69,9 @@ def rules_from_dictionary(dictionary: pd.DataFrame) -> list[ColumnRule]:
     return rules
 
 
-def _quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _problem_expression(rule: ColumnRule) -> str:
     """SQL yielding a reason text when the row breaks the column's rule, else NULL."""
-    value = f"nullif(trim(cast({_quote(rule.column)} as varchar)), '')"
+    value = f"nullif(trim(cast({quote_identifier(rule.column)} as varchar)), '')"
     shown = f"'''' || {value} || ''''"
     cases = []
     if rule.required:
@@ -98,7 +90,7 @@ def _problem_expression(rule: ColumnRule) -> str:
         high = "inf" if rule.max_value is None else f"{rule.max_value:g}"
         cases.append(f"when {' or '.join(bounds)} then {value} || ' is outside {low}..{high}'")
     if rule.allowed_values:
-        allowed = ", ".join(_literal(v) for v in rule.allowed_values)
+        allowed = ", ".join(sql_literal(v) for v in rule.allowed_values)
         cases.append(
             f"when {value} is not null and {value} not in ({allowed}) "
             f"then {shown} || ' is not one of {'/'.join(rule.allowed_values)}'"
@@ -117,7 +109,7 @@ def find_row_problems(
     checks every rule of a row (a list of per-column results, kept only where a rule is broken).
     """
     checks = ", ".join(
-        f"{{'column_name': {_literal(rule.column)}, 'raw_value': cast({_quote(rule.column)} as varchar), "
+        f"{{'column_name': {sql_literal(rule.column)}, 'raw_value': cast({quote_identifier(rule.column)} as varchar), "
         f"'reason': {_problem_expression(rule)}}}"
         for rule in rules
     )
@@ -159,7 +151,7 @@ def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: l
         return
     names = [f"c{i}" for i in range(len(numeric))]
     values = ", ".join(
-        f"try_cast(nullif(trim(cast({_quote(r.column)} as varchar)), '') as double) as {n}"
+        f"try_cast(nullif(trim(cast({quote_identifier(r.column)} as varchar)), '') as double) as {n}"
         for r, n in zip(numeric, names, strict=True)
     )
     connection.execute(f"create or replace temp table _numeric as select customer_id, {values} from {relation}")
@@ -169,7 +161,7 @@ def find_outliers(connection: duckdb.DuckDBPyConnection, relation: str, rules: l
         [f"1.4826 * median(abs({n} - {m}))" if m is not None else "null" for n, m in zip(names, medians, strict=True)],
     )
     flags = [
-        f"{{'column_name': {_literal(r.column)}, 'value': {n}, 'robust_z': abs({n} - {m}) / {scale}}}"
+        f"{{'column_name': {sql_literal(r.column)}, 'value': {n}, 'robust_z': abs({n} - {m}) / {scale}}}"
         for r, n, m, scale in zip(numeric, names, medians, scales, strict=True)
         if m is not None and scale
     ]
@@ -214,7 +206,7 @@ def _aggregates(connection: duckdb.DuckDBPyConnection, expressions: list[str]) -
 
 
 # A reason's kind: `'abc' is not a whole number` -> `is not a whole number` (the value left out).
-_KIND_PATTERN = _literal(r"^(?:'.*'|\S+) (is .*)$")
+_KIND_PATTERN = sql_literal(r"^(?:'.*'|\S+) (is .*)$")
 
 
 def summarize_problems(connection: duckdb.DuckDBPyConnection, relation: str = "_row_problems", limit: int = 5) -> str:

@@ -39,10 +39,11 @@ import duckdb
 import pandas as pd
 from duckdb.sqltypes import VARCHAR
 
-from mlops_assets.ingestion import ensure_outcomes_table, quote_identifier
+from mlops_assets.ingestion import ensure_outcomes_table
 from mlops_assets.quality.rows import find_row_problems
 from mlops_assets.settings import DBT_PROJECT_DIR
 from mlops_assets.use_cases import UseCase
+from mlops_assets.warehouse import quote_identifier
 
 CACHE_DIR = DBT_PROJECT_DIR / "target" / "serving"
 # The pipeline's warehouse file is warehouse.duckdb, so its dbt relations live in catalog "warehouse".
