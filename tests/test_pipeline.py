@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import copy_of_first_run, make_harness
+from dagster_duckdb_pandas import DuckDBPandasTypeHandler
 
 from mlops_assets.defs.io_managers import WarehouseIOManager
 from mlops_assets.defs.resources import dbt_project
 from mlops_assets.ml.artifacts import ModelArtifact, artifact_sha256
+from mlops_assets.ml.datasets import dataset_fingerprint
 from mlops_assets.publishing import read_published
 from mlops_assets.quality.expectations import (
     SUITE_ASSETS,
@@ -150,6 +152,73 @@ def test_the_training_set_is_in_customer_order_sorted_by_the_warehouse_load(comp
     assert loaded["ordered"]["customer_id"].tolist() == sorted(shuffled)
     assert list(loaded["ordered"].columns) == ["customer_id"]
     assert loaded["as_stored"]["customer_id"].tolist() == shuffled
+
+
+def test_a_run_reads_each_table_once_and_every_step_gets_its_own_copy(tmp_path, monkeypatch):
+    """Within a run, a table the run wrote or read is handed to later steps from memory: as a copy of
+    the columns they ask for, so one step's changes never reach another, and in the order they ask."""
+    reads = []
+    read_from_duckdb = DuckDBPandasTypeHandler.load_input
+
+    def counted(self, context, table_slice, connection):
+        reads.append(table_slice.table)
+        return read_from_duckdb(self, context, table_slice, connection)
+
+    monkeypatch.setattr(DuckDBPandasTypeHandler, "load_input", counted)
+    ids = [f"C{i:03d}" for i in np.random.default_rng(1).permutation(300)]
+    seen = {}
+
+    @dg.asset(key=["s", "table"])
+    def table() -> pd.DataFrame:
+        return pd.DataFrame({"customer_id": ids, "x": np.arange(300.0), "y": np.ones(300)})
+
+    @dg.asset(key=["s", "changes_its_input"], ins={"table": dg.AssetIn(key=["s", "table"])})
+    def changes_its_input(table: pd.DataFrame) -> None:
+        table.loc[:, "x"] = -1.0
+        table["y"] = 0.0
+
+    @dg.asset(
+        key=["s", "reads_some_columns"],
+        ins={"table": dg.AssetIn(key=["s", "table"], metadata={"columns": ["x", "customer_id"]})},
+        deps=[changes_its_input],
+    )
+    def reads_some_columns(table: pd.DataFrame) -> None:
+        seen["columns"] = table
+
+    @dg.asset(
+        key=["s", "reads_in_order"],
+        ins={"table": dg.AssetIn(key=["s", "table"], metadata={"order_by": "customer_id"})},
+        deps=[reads_some_columns],
+    )
+    def reads_in_order(table: pd.DataFrame) -> None:
+        seen["ordered"] = table
+
+    io_manager = WarehouseIOManager(database=str(tmp_path / "warehouse.duckdb"))
+    assets = [table, changes_its_input, reads_some_columns, reads_in_order]
+    assert dg.materialize(assets, resources={"io_manager": io_manager}).success
+    # the written table was not read back; the ordered read went to DuckDB (the kept one is unordered)
+    assert reads == []
+    assert list(seen["columns"].columns) == ["x", "customer_id"]
+    assert seen["columns"]["x"].tolist() == list(np.arange(300.0))
+    assert seen["columns"]["customer_id"].tolist() == ids
+    assert seen["ordered"]["customer_id"].tolist() == sorted(ids)
+    assert (seen["ordered"]["y"] == 1.0).all()
+
+    # A run without the writing step reads the table from DuckDB once, then hands out copies.
+    seen.clear()
+    assert dg.materialize(assets, resources={"io_manager": io_manager}, selection=assets[1:3]).success
+    assert reads == ["table"]
+    assert seen["columns"]["x"].tolist() == list(np.arange(300.0))
+
+
+def test_the_model_records_the_fingerprint_of_the_stored_training_set(completed_pipeline, caravan):
+    """The model step trains on the training set its run kept in memory; the fingerprint it records
+    is that of the table in DuckDB, so what was kept and what was stored are the same data."""
+    with _warehouse(completed_pipeline) as connection:
+        stored = connection.execute("select * exclude (load_id) from caravan.training_set").fetchdf()
+        recorded = connection.execute("select training_set_fingerprint from caravan.propensity_model").fetchone()[0]
+    assert recorded == dataset_fingerprint(stored)
+    assert completed_pipeline.latest_metadata("caravan/training_set")["fingerprint"] == recorded
 
 
 def test_publication_is_gated_on_one_score_per_customer_of_the_latest_load_from_one_model(completed_pipeline, tmp_path):

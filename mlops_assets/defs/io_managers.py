@@ -5,6 +5,8 @@ inserts the new ones in separate autocommitted statements; a failed insert (say,
 the asset) would leave an empty table behind. Here every write runs in one transaction and a whole
 (unpartitioned) table is swapped with CREATE OR REPLACE, so a failed write leaves the last good table.
 
+Within one run, each table is read from DuckDB at most once (`_RunTablesDbIOManager`).
+
 Models: a ModelArtifact is stored as one row (LightGBM text + sha256 + metadata) in the asset's
 table, and registered in `<use case>.model_registry`, which keeps every model ever trained.
 """
@@ -85,6 +87,50 @@ class _ReplacingPandasTypeHandler(DuckDBPandasTypeHandler):
         return None
 
 
+class _RunTablesDbIOManager(DbIOManager):
+    """Keeps the tables a run writes or reads, and hands later steps of the same run a copy of the
+    columns they ask for instead of reading the table again.
+
+    Why by hand: at 1M customers the training set (22 columns, four of them text) took 1.5-2.3 s to
+    read back for the model and 0.5 s for validation, and the feature mart was read three times
+    (training set, scores, drift; 0.5-1 s each), all in the run that had just written or read them.
+    Dagster keeps no step outputs in memory with a persisting IO manager, so this does.
+
+    Safe because the IO manager lives for one run (one per step process with the multiprocess
+    executor, where it finds nothing kept and reads DuckDB as before), an asset is written at most
+    once per run and before any step that reads it, and every hand-out is a column selection, i.e. a
+    copy, so a step that changes its input cannot change another step's. Partitioned tables are
+    always read from DuckDB. A kept table is handed out only when it holds the asked columns and,
+    where the input asks for an `order_by`, was read in that order.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._tables: dict[dg.AssetKey, tuple[pd.DataFrame, str | None]] = {}
+
+    def handle_output(self, context: dg.OutputContext, obj: object) -> None:
+        super().handle_output(context, obj)
+        if isinstance(obj, pd.DataFrame) and context.has_asset_key and not context.has_asset_partitions:
+            self._tables[context.asset_key] = (obj, None)
+
+    def load_input(self, context: dg.InputContext) -> object:
+        if not context.has_asset_key or context.has_asset_partitions:
+            return super().load_input(context)
+        metadata = context.definition_metadata or {}
+        order_by = metadata.get("order_by")
+        kept = self._tables.get(context.asset_key)
+        if kept is not None:
+            frame, kept_order = kept
+            columns = list(metadata.get("columns") or frame.columns)
+            if set(columns) <= set(frame.columns) and order_by in (None, kept_order):
+                return frame[columns]
+        frame = super().load_input(context)
+        if not isinstance(frame, pd.DataFrame):
+            return frame
+        self._tables[context.asset_key] = (frame, order_by)
+        return frame[list(frame.columns)]
+
+
 class WarehouseIOManager(DuckDBPandasIOManager):
     """DataFrames as DuckDB tables `<key prefix>.<asset name>`, written atomically."""
 
@@ -97,7 +143,7 @@ class WarehouseIOManager(DuckDBPandasIOManager):
         return [_ReplacingPandasTypeHandler()]
 
     def create_io_manager(self, context) -> DbIOManager:
-        return DbIOManager(
+        return _RunTablesDbIOManager(
             db_client=_TransactionalDuckDbClient(),
             database=self.database,
             schema=self.schema_,

@@ -130,7 +130,9 @@ def build_training_assets(use_case: UseCase) -> list:
         # so the same data must always arrive in the same order to give the same model. The load
         # sorts (order_by above); sorting here again only if it did not (another IO manager).
         columns = ["customer_id", *feature_names, *sensitive_only, target, "load_id", *weight]
-        frame = labelled[list(dict.fromkeys([*columns, time_column]))].reset_index(drop=True)
+        # The selection is a copy already; reset_index would copy the 1M rows again (0.3-0.5 s).
+        frame = labelled[list(dict.fromkeys([*columns, time_column]))]
+        frame.index = pd.RangeIndex(len(frame))
         if not frame["customer_id"].is_monotonic_increasing:
             frame = frame.sort_values("customer_id", ignore_index=True)
         frame[target] = frame[target].astype("int64")
