@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import copy_of_first_run, make_harness
-from dagster_duckdb_pandas import DuckDBPandasTypeHandler
 
+from mlops_assets.defs import io_managers
 from mlops_assets.defs.io_managers import WarehouseIOManager
 from mlops_assets.defs.resources import dbt_project
 from mlops_assets.ml.artifacts import ModelArtifact, artifact_sha256
@@ -154,17 +154,24 @@ def test_the_training_set_is_in_customer_order_sorted_by_the_warehouse_load(comp
     assert loaded["as_stored"]["customer_id"].tolist() == shuffled
 
 
-def test_a_run_reads_each_table_once_and_every_step_gets_its_own_copy(tmp_path, monkeypatch):
-    """Within a run, a table the run wrote or read is handed to later steps from memory: as a copy of
-    the columns they ask for, so one step's changes never reach another, and in the order they ask."""
+@pytest.fixture
+def duckdb_reads(monkeypatch) -> list[str]:
+    """The tables the warehouse IO manager reads from DuckDB (not from what its run kept), in order."""
     reads = []
-    read_from_duckdb = DuckDBPandasTypeHandler.load_input
+    read_from_duckdb = io_managers._ReplacingPandasTypeHandler.load_input
 
     def counted(self, context, table_slice, connection):
         reads.append(table_slice.table)
         return read_from_duckdb(self, context, table_slice, connection)
 
-    monkeypatch.setattr(DuckDBPandasTypeHandler, "load_input", counted)
+    monkeypatch.setattr(io_managers._ReplacingPandasTypeHandler, "load_input", counted)
+    return reads
+
+
+def test_a_run_reads_each_table_once_and_every_step_gets_its_own_copy(tmp_path, duckdb_reads):
+    """Within a run, a table the run wrote or read is handed to later steps from memory: as a copy of
+    the columns they ask for, so one step's changes never reach another, and in the order they ask."""
+    reads = duckdb_reads
     ids = [f"C{i:03d}" for i in np.random.default_rng(1).permutation(300)]
     seen = {}
 
@@ -196,8 +203,8 @@ def test_a_run_reads_each_table_once_and_every_step_gets_its_own_copy(tmp_path, 
     io_manager = WarehouseIOManager(database=str(tmp_path / "warehouse.duckdb"))
     assets = [table, changes_its_input, reads_some_columns, reads_in_order]
     assert dg.materialize(assets, resources={"io_manager": io_manager}).success
-    # the written table was not read back; the ordered read went to DuckDB (the kept one is unordered)
-    assert reads == []
+    # the written table was not read back, but for the ordered read (the kept one is in no order)
+    assert reads == ["table"]
     assert list(seen["columns"].columns) == ["x", "customer_id"]
     assert seen["columns"]["x"].tolist() == list(np.arange(300.0))
     assert seen["columns"]["customer_id"].tolist() == ids
@@ -206,9 +213,44 @@ def test_a_run_reads_each_table_once_and_every_step_gets_its_own_copy(tmp_path, 
 
     # A run without the writing step reads the table from DuckDB once, then hands out copies.
     seen.clear()
+    reads.clear()
     assert dg.materialize(assets, resources={"io_manager": io_manager}, selection=assets[1:3]).success
     assert reads == ["table"]
     assert seen["columns"]["x"].tolist() == list(np.arange(300.0))
+
+
+def test_tables_kept_for_a_run_stay_within_its_memory_budget(tmp_path, duckdb_reads):
+    """The least recently used table goes first; a table larger than the budget is not kept; a budget
+    of 0 reads every input from DuckDB."""
+    reads = duckdb_reads
+    rows = pd.DataFrame({"x": np.arange(1000.0)})  # 8,000 bytes
+
+    @dg.asset(key=["s", "first"])
+    def first() -> pd.DataFrame:
+        return rows
+
+    @dg.asset(key=["s", "second"], deps=[first])
+    def second() -> pd.DataFrame:
+        return pd.concat([rows, rows], ignore_index=True)  # 16,000 bytes
+
+    @dg.asset(key=["s", "reads_second"], ins={"second": dg.AssetIn(key=["s", "second"])})
+    def reads_second(second: pd.DataFrame) -> None:
+        assert len(second) == 2000
+
+    @dg.asset(key=["s", "reads_first"], ins={"first": dg.AssetIn(key=["s", "first"])}, deps=[reads_second])
+    def reads_first(first: pd.DataFrame) -> None:
+        assert len(first) == 1000
+
+    def run(budget: int) -> list[str]:
+        reads.clear()
+        io_manager = WarehouseIOManager(database=str(tmp_path / "warehouse.duckdb"), run_memory_bytes=budget)
+        assert dg.materialize([first, second, reads_second, reads_first], resources={"io_manager": io_manager}).success
+        return sorted(reads)
+
+    assert run(24_000) == []
+    assert run(20_000) == ["first"]  # keeping the second pushed the first out
+    assert run(12_000) == ["second"]  # the second is larger than the budget: never kept
+    assert run(0) == ["first", "second"]
 
 
 def test_the_model_records_the_fingerprint_of_the_stored_training_set(completed_pipeline, caravan):
