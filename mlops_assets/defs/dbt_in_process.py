@@ -78,12 +78,13 @@ def _manifest(config: DbtProjectConfig, warehouse_path: str, state_dir: Path):
     timestamps), and each build connects to the path the profile reads at invocation. So processes
     that run several platforms (the test suite: one temporary home per test) parse once, not once per
     home (3.7-4.7 s each without partial-parse state). The parse keeps dbt's partial-parse state in
-    `state_dir`, so the next process parses only what changed."""
+    `state_dir`, so the next process parses only what changed; it writes no manifest.json there
+    (nothing reads it; 0.08 s of the 0.62 s parse, 3 alternating pairs of new processes)."""
     from dbt.cli.main import dbtRunner
 
     key = (config.project_dir, config.target or "", Path(warehouse_path).stem)
     if key not in _MANIFESTS:
-        result = dbtRunner().invoke(["parse", *_common_args(config, state_dir)])
+        result = dbtRunner().invoke(["parse", *_common_args(config, state_dir), "--no-write-json"])
         if not result.success:
             raise dg.Failure(description=f"dbt could not parse {config.project_dir}: {result.exception}")
         _MANIFESTS[key] = result.result
