@@ -2,7 +2,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_assets.ml.datasets import TimeSpec, assign_splits, dataset_fingerprint, out_of_time_customers, period_labels
+from mlops_assets.ml.datasets import (
+    TimeSpec,
+    assign_splits,
+    build_training_set,
+    dataset_fingerprint,
+    out_of_time_customers,
+    period_labels,
+)
+from mlops_assets.ml.windows import TrainingWindow
 
 
 def _customers(n=1000, buyers=60):
@@ -85,3 +93,32 @@ def test_periods_from_loads_dates_and_batch_numbers_sort_in_time_order():
     assert sorted(batches) == list(batches)
     with pytest.raises(ValueError, match="time.column"):
         TimeSpec(order="column")
+
+
+def test_the_training_set_is_the_labelled_customers_in_id_order_with_period_and_split():
+    rng = np.random.default_rng(3)
+    loads = pd.to_datetime(["2026-01-01", "2026-02-01", "2026-03-01"])
+    mart = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:04d}" for i in range(900)],
+            "x": rng.normal(size=900),
+            "bought": np.r_[np.tile([1, 0, 0, 0, 0], 170), [np.nan] * 50],
+            "loaded_at": np.repeat(loads, 300),
+        }
+    ).sample(frac=1, random_state=0)  # in no order
+    columns = ["customer_id", "x", "bought"]
+    common = dict(target="bought", time=TimeSpec(), fractions=(0.6, 0.2, 0.2), seed=42)
+    frame = build_training_set(mart, columns, window=TrainingWindow(), **common)
+    assert len(frame) == 850  # the 50 without a known outcome are left out
+    assert frame["customer_id"].is_monotonic_increasing and list(frame.index) == list(range(850))
+    assert list(frame.columns) == [*columns, "period", "split"]  # the time column is not kept
+    assert frame["bought"].dtype == "int64" and frame["period"].nunique() == 3
+    by_split = frame.groupby("split")["bought"].agg(["size", "sum"])
+    assert by_split.loc["train", "size"] == 510 and by_split.loc["test", "sum"] == 34
+    same = build_training_set(mart.sort_values("customer_id"), columns, window=TrainingWindow(), **common)
+    pd.testing.assert_frame_equal(frame, same)
+
+    newest = build_training_set(mart, columns, window=TrainingWindow(mode="last_loads", last_loads=1), **common)
+    assert len(newest) == 250 and newest["period"].nunique() == 1
+    weighted = build_training_set(mart, columns, window=TrainingWindow(mode="recency"), **common)
+    assert "sample_weight" in weighted.columns and weighted["sample_weight"].max() == 1.0

@@ -13,14 +13,13 @@ from mlops_assets.defs.jobs import trigger_of
 from mlops_assets.defs.metadata import float_metrics, markdown_table, png_image
 from mlops_assets.defs.resources import WAREHOUSE_POOL, Notifier
 from mlops_assets.ml.artifacts import ModelArtifact
-from mlops_assets.ml.datasets import assign_splits, dataset_fingerprint, period_labels
+from mlops_assets.ml.datasets import build_training_set, dataset_fingerprint
 from mlops_assets.ml.drift import build_reference_profile, build_score_profile
 from mlops_assets.ml.evaluation import calibration_table, classification_metrics, decile_table
 from mlops_assets.ml.model_charts import validation_curve_chart
 from mlops_assets.ml.plots import lift_and_calibration_chart
 from mlops_assets.ml.search import TUNED, SearchResult
 from mlops_assets.ml.training import TrainingParams, train_propensity_model
-from mlops_assets.ml.windows import WEIGHT_COLUMN, apply_window
 from mlops_assets.registry import record_search_trials
 from mlops_assets.settings import code_version
 from mlops_assets.use_cases import UseCase
@@ -121,25 +120,15 @@ def build_training_assets(use_case: UseCase) -> list:
         trigger = trigger_of(context.run.tags)
         if trigger["trigger"] == "sensor":
             notifier.notify(context, name, "retrain_started", "retraining started", trigger, "info")
-        labelled = customer_features[customer_features[target].notna()]
-        # The training window (all history, the newest loads, or recency weights) always holds the newest load.
         window = use_case.monitoring.training_window
-        labelled = apply_window(labelled, window)
-        weight = [WEIGHT_COLUMN] if WEIGHT_COLUMN in labelled.columns else []
-        # Sorted: the mart's row order is not guaranteed, and bagging in LightGBM depends on row order,
-        # so the same data must always arrive in the same order to give the same model. The load
-        # sorts (order_by above); sorting here again only if it did not (another IO manager).
-        columns = ["customer_id", *feature_names, *sensitive_only, target, "load_id", *weight]
-        # The selection is a copy already; reset_index would copy the 1M rows again (0.3-0.5 s).
-        frame = labelled[list(dict.fromkeys([*columns, time_column]))]
-        frame.index = pd.RangeIndex(len(frame))
-        if not frame["customer_id"].is_monotonic_increasing:
-            frame = frame.sort_values("customer_id", ignore_index=True)
-        frame[target] = frame[target].astype("int64")
-        frame["period"] = period_labels(frame[time_column], use_case.time)
-        frame = frame.drop(columns=[time_column]) if time_column not in columns else frame
-        frame["split"] = assign_splits(
-            frame["customer_id"], frame[target], use_case.split.fractions, use_case.split.seed, frame["period"]
+        frame = build_training_set(
+            customer_features,
+            ["customer_id", *feature_names, *sensitive_only, target, "load_id"],
+            target,
+            use_case.time,
+            window,
+            use_case.split.fractions,
+            use_case.split.seed,
         )
         summary = (
             frame.groupby(["period", "split"])[target]
@@ -149,7 +138,8 @@ def build_training_assets(use_case: UseCase) -> list:
         context.add_output_metadata(
             {
                 "fingerprint": dataset_fingerprint(frame.drop(columns=["load_id"])),
-                "unlabelled_customers_left_out": len(customer_features) - len(labelled),
+                "unlabelled_customers_left_out": int(customer_features[target].isna().sum()),
+                "outside_training_window": int(customer_features[target].notna().sum()) - len(frame),
                 "split_summary": markdown_table(summary),
                 "buyer_rate": float(frame[target].mean()),
                 "training_window": window.model_dump_json(),

@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from mlops_assets.ml.windows import WEIGHT_COLUMN, TrainingWindow, apply_window
+
 SPLITS = ("train", "validation", "test")
 
 
@@ -50,6 +52,39 @@ def assign_splits(
     train_end, validation_end = fractions[0], fractions[0] + fractions[1]
     split = np.where(quantile < train_end, "train", np.where(quantile < validation_end, "validation", "test"))
     return pd.Series(split, index=customer_ids.index, name="split")
+
+
+def build_training_set(
+    features: pd.DataFrame,
+    columns: list[str],
+    target: str,
+    time: TimeSpec,
+    window: TrainingWindow,
+    fractions: tuple[float, float, float],
+    seed: int,
+) -> pd.DataFrame:
+    """The customers of a feature mart a model learns from: those with a known `target` in the
+    training `window`, in customer id order, with `columns` (plus the window's sample weights), the
+    target as 0/1 integers, each customer's `period` and `split` (assign_splits, per period).
+
+    In customer id order because LightGBM's bagging depends on row order: the same data must always
+    arrive in the same order to give the same model. The mart is best loaded sorted (DuckDB sorts 1M
+    ids in 0.1 s); it is sorted here only if it was not.
+    """
+    labelled = apply_window(features[features[target].notna()], window)
+    weight = [WEIGHT_COLUMN] if WEIGHT_COLUMN in labelled.columns else []
+    kept = list(dict.fromkeys([*columns, *weight]))
+    # The selection is a copy already; reset_index would copy the 1M rows again (0.3-0.5 s).
+    frame = labelled[list(dict.fromkeys([*kept, time.source_column]))]
+    frame.index = pd.RangeIndex(len(frame))
+    if not frame["customer_id"].is_monotonic_increasing:
+        frame = frame.sort_values("customer_id", ignore_index=True)
+    frame[target] = frame[target].astype("int64")
+    frame["period"] = period_labels(frame[time.source_column], time)
+    if time.source_column not in kept:
+        frame = frame.drop(columns=[time.source_column])
+    frame["split"] = assign_splits(frame["customer_id"], frame[target], fractions, seed, frame["period"])
+    return frame
 
 
 def dataset_fingerprint(frame: pd.DataFrame) -> str:
