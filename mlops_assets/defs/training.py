@@ -19,7 +19,7 @@ from mlops_assets.ml.evaluation import calibration_table, classification_metrics
 from mlops_assets.ml.model_charts import validation_curve_chart
 from mlops_assets.ml.plots import lift_and_calibration_chart
 from mlops_assets.ml.search import TUNED, SearchResult
-from mlops_assets.ml.training import TrainingParams, train_propensity_model
+from mlops_assets.ml.training import TrainedModel, TrainingParams, train_propensity_model
 from mlops_assets.registry import record_search_trials
 from mlops_assets.settings import code_version
 from mlops_assets.use_cases import UseCase
@@ -61,6 +61,77 @@ def search_summary(result: SearchResult) -> dict:
         "best_rounds": result.best.best_rounds,
         "best_params": {k: result.best.params[k] for k in TUNED},
         "seconds": sum(t.seconds for t in result.trials),
+    }
+
+
+def training_loads(connection, use_case_name: str, load_ids: pd.Series) -> pd.DataFrame:
+    """The loads (source file, sha256, load time) the training set's customers came from, oldest first."""
+    return connection.execute(
+        f"""select load_id, source_file, sha256, loaded_at from {use_case_name}.raw_customer_loads
+            where load_id in (select unnest(?)) order by loaded_at""",
+        [sorted(load_ids.astype(str).unique())],
+    ).fetchdf()
+
+
+def training_lineage(
+    trained: TrainedModel,
+    splits: dict[str, pd.DataFrame],
+    loads: pd.DataFrame,
+    fingerprint: str,
+    feature_mart_run_id: str | None,
+    split_seed: int,
+) -> dict:
+    """What a model was trained on and how: the rows, the loads and files they came from, the search."""
+    window = (
+        f"{loads['loaded_at'].min():%Y-%m-%d %H:%M:%S} .. {loads['loaded_at'].max():%Y-%m-%d %H:%M:%S}"
+        if len(loads)
+        else "n/a"
+    )
+    return {
+        "training_rows": sum(len(part) for part in splits.values()),
+        "split_sizes": "/".join(str(len(splits[s])) for s in ("train", "validation", "test")),
+        "training_set_fingerprint": fingerprint,
+        "load_ids": loads["load_id"].tolist(),
+        "source_files": loads["source_file"].tolist(),
+        "source_sha256": loads["sha256"].tolist(),
+        "training_window": window,
+        "feature_mart_run_id": feature_mart_run_id,
+        "scale_pos_weight": trained.scale_pos_weight,
+        "split_seed": split_seed,
+        "search": search_summary(trained.search),
+        "refit_on_all_data": False,
+    }
+
+
+def model_metadata(
+    artifact: ModelArtifact, trained: TrainedModel, test_labels, test_scores, params: TrainingParams
+) -> dict:
+    """The model's page in the UI: test metrics, deciles, lift and calibration, the validation curve,
+    the search and the most important features."""
+    deciles = decile_table(test_labels, test_scores)
+    calibration = calibration_table(test_labels, test_scores)
+    chart = lift_and_calibration_chart(deciles, calibration, f"{artifact.model_version}, test split")
+    curve = validation_curve_chart(
+        trained.search.best.curve,
+        trained.validation_curve,
+        trained.best_iteration,
+        params.early_stopping_metric,
+        f"{artifact.model_version}: {params.early_stopping_metric} per round",
+    )
+    return {
+        **float_metrics(artifact.metrics, prefix="test_"),
+        "best_iteration": trained.best_iteration,
+        "training_set_fingerprint": artifact.training_set_fingerprint,
+        "test_deciles": markdown_table(
+            deciles[["decile", "customers", "buyers", "response_rate", "lift", "cumulative_capture"]]
+        ),
+        "lift_and_calibration": png_image(chart, "lift and calibration"),
+        "validation_curve": png_image(curve, "validation curve per boosting round"),
+        "calibration": dg.MetadataValue.json(trained.calibration),
+        "search": dg.MetadataValue.json(artifact.lineage["search"]),
+        "search_trials": markdown_table(trained.search.table()),
+        "top_features": markdown_table(feature_importance(trained.booster)),
+        "params": dg.MetadataValue.json(artifact.params),
     }
 
 
@@ -191,12 +262,9 @@ def build_training_assets(use_case: UseCase) -> list:
         version = f"{name}-{trained_at:%Y%m%d-%H%M%S}-{provisional.sha256[:8]}"
         with warehouse.get_connection() as connection:
             record_search_trials(connection, name, version, context.run.run_id, trial_rows(trained.search))
-            loads = connection.execute(
-                f"""select load_id, source_file, sha256, loaded_at from {name}.raw_customer_loads
-                    where load_id in (select unnest(?)) order by loaded_at""",
-                [sorted(training_set["load_id"].astype(str).unique())],
-            ).fetchdf()
-        trigger = trigger_of(context.run.tags)
+            loads = training_loads(connection, name, training_set["load_id"])
+        mart_run_id = _latest_run_id(context, features_key)
+        lineage = training_lineage(trained, splits, loads, fingerprint, mart_run_id, use_case.split.seed)
         artifact = replace(
             provisional,
             model_version=version,
@@ -205,23 +273,8 @@ def build_training_assets(use_case: UseCase) -> list:
             lineage={
                 "dagster_run_id": context.run.run_id,
                 "code_version": code_version(),
-                **trigger,
-                "training_rows": len(training_set),
-                "split_sizes": "/".join(str(len(splits[s])) for s in ("train", "validation", "test")),
-                "training_set_fingerprint": fingerprint,
-                "load_ids": loads["load_id"].tolist(),
-                "source_files": loads["source_file"].tolist(),
-                "source_sha256": loads["sha256"].tolist(),
-                "training_window": (
-                    f"{loads['loaded_at'].min():%Y-%m-%d %H:%M:%S} .. {loads['loaded_at'].max():%Y-%m-%d %H:%M:%S}"
-                    if len(loads)
-                    else "n/a"
-                ),
-                "feature_mart_run_id": _latest_run_id(context, features_key),
-                "scale_pos_weight": trained.scale_pos_weight,
-                "split_seed": use_case.split.seed,
-                "search": search_summary(trained.search),
-                "refit_on_all_data": False,
+                **trigger_of(context.run.tags),
+                **lineage,
             },
             reference_profile={
                 "features": build_reference_profile(training_set, use_case.features),
@@ -229,33 +282,7 @@ def build_training_assets(use_case: UseCase) -> list:
                 "scores": build_score_profile(test_scores),
             },
         )
-        deciles = decile_table(test[target].to_numpy(), test_scores)
-        calibration = calibration_table(test[target].to_numpy(), test_scores)
-        chart = lift_and_calibration_chart(deciles, calibration, f"{artifact.model_version}, test split")
-        curve = validation_curve_chart(
-            trained.search.best.curve,
-            trained.validation_curve,
-            trained.best_iteration,
-            params.early_stopping_metric,
-            f"{artifact.model_version}: {params.early_stopping_metric} per round",
-        )
-        context.add_output_metadata(
-            {
-                **float_metrics(metrics, prefix="test_"),
-                "best_iteration": trained.best_iteration,
-                "training_set_fingerprint": artifact.training_set_fingerprint,
-                "test_deciles": markdown_table(
-                    deciles[["decile", "customers", "buyers", "response_rate", "lift", "cumulative_capture"]]
-                ),
-                "lift_and_calibration": png_image(chart, "lift and calibration"),
-                "validation_curve": png_image(curve, "validation curve per boosting round"),
-                "calibration": dg.MetadataValue.json(trained.calibration),
-                "search": dg.MetadataValue.json(artifact.lineage["search"]),
-                "search_trials": markdown_table(trained.search.table()),
-                "top_features": markdown_table(feature_importance(trained.booster)),
-                "params": dg.MetadataValue.json(artifact.params),
-            }
-        )
+        context.add_output_metadata(model_metadata(artifact, trained, test[target].to_numpy(), test_scores, params))
         return artifact
 
     @dg.asset_check(
