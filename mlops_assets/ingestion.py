@@ -14,7 +14,7 @@ import hashlib
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -226,6 +226,19 @@ def _skip_message(path: Path, kind: str, previous: dict) -> str:
     )
 
 
+def _next_load_time(connection, schema: str) -> datetime:
+    """Now, or just after the latest accepted customer load if the clock is behind it: load times
+    only grow, which the feature mart's incremental latest records rely on
+    (dbt_project/macros/customer_history.sql)."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    if not table_exists(connection, schema, "ingested_files"):
+        return now
+    latest = connection.execute(
+        f"select max(loaded_at) from {schema}.ingested_files where kind = 'customers'"
+    ).fetchone()[0]
+    return now if latest is None or now > latest else latest + timedelta(microseconds=1)
+
+
 def _record_ingestion(connection, schema, kind, sha256, path, load_id, row_count, loaded_at) -> None:
     ensure_ledger(connection, schema)
     connection.execute(
@@ -422,7 +435,7 @@ def _load_source(
     path = Path(path)
     schema = table.split(".")[0]
     sha256 = _checked_file_sha256(path)
-    loaded_at = datetime.now(UTC).replace(tzinfo=None)
+    loaded_at = _next_load_time(connection, schema)
     previous = previous_ingestion(connection, schema, "customers", sha256)
     if previous is not None:
         return _skipped_load(connection, schema, path, source_format, sha256, load_id, loaded_at, previous)

@@ -417,7 +417,7 @@ def dictionary_tests(name: str, max_null_share: float) -> list[dict]:
 def dbt_files(
     name: str, dictionary: pd.DataFrame, positive: list[str], negative: list[str], max_null_share: float = 0.0
 ) -> dict[Path, str]:
-    """The use case's dbt files, relative to the dbt project: seeds config, sources, three one-call models."""
+    """The use case's dbt files, relative to the dbt project: seeds config, sources, one-call models."""
     mark_sql = f"-- {GENERATED_MARK} from mlops_assets/use_cases/{name}.yaml and its data dictionary.\n"
     mark_yml = f"# {GENERATED_MARK} from mlops_assets/use_cases/{name}.yaml and its data dictionary.\n"
     columns = []
@@ -498,23 +498,38 @@ def dbt_files(
     def dump(document: dict) -> str:
         return mark_yml + yaml.safe_dump(document, sort_keys=False, allow_unicode=True, width=110)
 
-    staging, intermediate, mart = (Path("models") / layer / name for layer in ("staging", "intermediate", "marts"))
-    return {
-        Path("seeds") / name / f"_{name}__seeds.yml": dump(seeds),
-        staging / f"_{name}__sources.yml": dump(sources),
-        staging / f"_stg_{name}__models.yml": dump(models),
-        staging / f"stg_{name}__customers.sql": mark_sql
-        + f"{{{{ config(alias='stg_customers') }}}}\n{{{{ staged_customers('{name}') }}}}\n",
-        staging / f"stg_{name}__outcomes.sql": mark_sql
-        + f"{{{{ config(alias='stg_outcomes') }}}}\n{{{{ use_case_outcomes('{name}') }}}}\n",
-        intermediate / f"int_{name}__customer_history.sql": mark_sql
-        + "{{ config(alias='int_customer_history', materialized='incremental', "
+    contents = [
+        dump(seeds),
+        dump(sources),
+        dump(models),
+        mark_sql + f"{{{{ config(alias='stg_customers') }}}}\n{{{{ staged_customers('{name}') }}}}\n",
+        mark_sql + f"{{{{ config(alias='stg_outcomes') }}}}\n{{{{ use_case_outcomes('{name}') }}}}\n",
+        mark_sql + "{{ config(alias='int_customer_history', materialized='incremental', "
         "unique_key=['customer_id', 'load_id'], incremental_strategy='delete+insert') }}\n"
         f"{{{{ customer_history(ref('stg_{name}__customers')) }}}}\n",
-        mart / f"{name}__customer_features.sql": mark_sql
-        + f"{{{{ config(alias='customer_features') }}}}\n{{{{ feature_mart('{name}') }}}}\n",
-        mart / f"_{name}__marts.yml": dump(marts),
-    }
+        mark_sql + "{{ config(alias='int_latest_records', materialized='incremental', "
+        "unique_key='customer_id', incremental_strategy='delete+insert') }}\n"
+        f"{{{{ latest_records(ref('int_{name}__customer_history')) }}}}\n",
+        mark_sql + f"{{{{ config(alias='customer_features') }}}}\n{{{{ feature_mart('{name}') }}}}\n",
+        dump(marts),
+    ]
+    return dict(zip(generated_dbt_paths(name), contents, strict=True))
+
+
+def generated_dbt_paths(name: str) -> list[Path]:
+    """The dbt files `dbt_files` writes for use case `name`, relative to the dbt project."""
+    staging, intermediate, mart = (Path("models") / layer / name for layer in ("staging", "intermediate", "marts"))
+    return [
+        Path("seeds") / name / f"_{name}__seeds.yml",
+        staging / f"_{name}__sources.yml",
+        staging / f"_stg_{name}__models.yml",
+        staging / f"stg_{name}__customers.sql",
+        staging / f"stg_{name}__outcomes.sql",
+        intermediate / f"int_{name}__customer_history.sql",
+        intermediate / f"int_{name}__latest_records.sql",
+        mart / f"{name}__customer_features.sql",
+        mart / f"_{name}__marts.yml",
+    ]
 
 
 @dataclass(frozen=True)
@@ -600,7 +615,8 @@ def new_use_case(
 
 
 def refresh_generated_dbt_files(project_root: Path = PROJECT_ROOT) -> list[Path]:
-    """Rewrite the generated dbt files of every use case whose YAML or data dictionary is newer.
+    """Rewrite the generated dbt files of every use case whose YAML or data dictionary is newer, or
+    that lacks one of the files generated today.
 
     Only files that still start with GENERATED_MARK are rewritten (a user who takes a file over
     removes the mark). Returns the files rewritten.
@@ -616,7 +632,9 @@ def refresh_generated_dbt_files(project_root: Path = PROJECT_ROOT) -> list[Path]
             continue
         use_case = load_use_case(yaml_path)
         dictionary_path = use_case.data_dictionary_path
-        if max(yaml_path.stat().st_mtime, dictionary_path.stat().st_mtime) <= sources.stat().st_mtime:
+        changed = max(yaml_path.stat().st_mtime, dictionary_path.stat().st_mtime) > sources.stat().st_mtime
+        # Or a file this version generates that the use case lacks (onboarded before the file existed).
+        if not changed and all((dbt_dir / relative).exists() for relative in generated_dbt_paths(name)):
             continue
         positive = list(use_case.positive_target_values())
         negative = [v for v in use_case.target_source()[1] if v not in positive]

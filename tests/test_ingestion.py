@@ -1,9 +1,12 @@
 """Loading exports: ids, quarantine of unusable rows, and clear errors for broken files."""
 
+from datetime import datetime, timedelta
+
 import duckdb
 import pandas as pd
 import pytest
 
+from mlops_assets import ingestion
 from mlops_assets.ingestion import CsvDialect, SourceDataError, load_outcomes, load_source
 from mlops_assets.quality.rows import ColumnRule, find_outliers
 
@@ -157,6 +160,24 @@ def test_the_same_customers_file_twice_is_recognized_by_content_and_skipped(cara
     assert log == [("load-1", "accepted"), ("load-2", "accepted"), ("load-3", "skipped")]
     ledger = connection.execute("select kind, load_id from caravan.ingested_files order by loaded_at").fetchall()
     assert ledger == [("customers", "load-1"), ("customers", "load-2")]
+
+
+def test_load_times_only_grow_even_when_the_clock_goes_back(caravan, sample, tmp_path, monkeypatch):
+    """The feature mart's incremental latest records take the history from the newest load time on,
+    so a load must never be stamped earlier than the one before (a clock set back, say by NTP)."""
+    connection = duckdb.connect()
+    first = _load(connection, caravan, _write(sample, tmp_path / "export.csv"), load_id="load-1")
+
+    class ClockSetBack(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) - timedelta(days=1)
+
+    monkeypatch.setattr(ingestion, "datetime", ClockSetBack)
+    second = _load(connection, caravan, _write(sample.head(50), tmp_path / "other.csv"), load_id="load-2")
+    assert second.loaded_at == first.loaded_at + timedelta(microseconds=1)
+    stamped = connection.execute(f"select distinct _loaded_at from {TABLE}").fetchall()
+    assert stamped == [(second.loaded_at,)]
 
 
 def test_outcomes_are_loaded_once_per_file_and_once_per_customer_and_day(tmp_path):

@@ -112,6 +112,24 @@ def test_default_onboarded_with_two_commands_publishes_calibrated_scores(project
     assert registered
 
 
+def test_a_use_case_onboarded_before_a_generated_file_existed_gets_it_on_the_next_command(project):
+    """Generated files added by a later version (here the latest-records model the mart reads) are
+    written for use cases onboarded before, the next time a command refreshes dbt's manifest."""
+    latest = (
+        project["root"] / "dbt_project" / "models" / "intermediate" / "credit_default"
+    ) / "int_credit_default__latest_records.sql"
+    assert latest.exists()  # onboarded by the test above
+    latest.unlink()
+    refresh = "from mlops_assets.dbt_manifest import ensure_fresh_manifest; print(ensure_fresh_manifest())"
+    done = subprocess.run(
+        [sys.executable, "-c", refresh], cwd=project["root"], env=project["env"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "latest_records(ref('int_credit_default__customer_history'))" in latest.read_text()
+    manifest = json.loads((project["root"] / "dbt_project" / "target" / "manifest.json").read_text())
+    assert "model.bank_mlops.int_credit_default__latest_records" in manifest["nodes"]
+
+
 def test_bad_exports_and_unknown_columns_are_refused_and_nothing_is_written(project, tmp_path):
     unknown = mlops(project, "new-use-case", "other", "--from", str(DEFAULT_CSV), "--target", "defaulted")
     assert unknown.returncode == 1 and "--target 'defaulted' is not a column" in unknown.stderr

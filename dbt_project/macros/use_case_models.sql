@@ -84,8 +84,7 @@ where _quarantine_reason is null
 {%- set target = use_case_target(use_case).name %}
 with latest_records as (
 
-    select * from {{ ref('int_' ~ use_case ~ '__customer_history') }}
-    qualify row_number() over (partition by customer_id order by loaded_at desc, load_id desc) = 1
+    select * from {{ ref('int_' ~ use_case ~ '__latest_records') }}
 
 ),
 

@@ -1,10 +1,10 @@
 {{ config(alias='int_policy_portfolio') }}
 
--- Summaries of each customer record's insurance portfolio: how much insurance, and how broad.
+-- Summaries of each customer's latest insurance portfolio: how much insurance, and how broad.
 
 with customers as (
 
-    select * from {{ ref('int_caravan__customer_history') }}
+    select * from {{ ref('int_caravan__latest_records') }}
 
 )
 

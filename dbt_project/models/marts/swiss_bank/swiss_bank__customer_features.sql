@@ -5,8 +5,7 @@
 
 with latest_records as (
 
-    select * from {{ ref('int_swiss_bank__customer_history') }}
-    qualify row_number() over (partition by customer_id order by loaded_at desc, load_id desc) = 1
+    select * from {{ ref('int_swiss_bank__latest_records') }}
 
 ),
 
