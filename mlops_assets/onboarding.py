@@ -507,8 +507,7 @@ def dbt_files(
         mark_sql + "{{ config(alias='int_customer_history', materialized='incremental', "
         "unique_key=['customer_id', 'load_id'], incremental_strategy='delete+insert') }}\n"
         f"{{{{ customer_history(ref('stg_{name}__customers')) }}}}\n",
-        mark_sql + "{{ config(alias='int_latest_records', materialized='incremental', "
-        "unique_key='customer_id', incremental_strategy='delete+insert') }}\n"
+        mark_sql + "{{ config(alias='int_latest_records') }}\n"
         f"{{{{ latest_records(ref('int_{name}__customer_history')) }}}}\n",
         mark_sql + f"{{{{ config(alias='customer_features') }}}}\n{{{{ feature_mart('{name}') }}}}\n",
         dump(marts),

@@ -1,11 +1,4 @@
-{{
-    config(
-        alias='int_latest_records',
-        materialized='incremental',
-        unique_key='customer_id',
-        incremental_strategy='delete+insert'
-    )
-}}
+{{ config(alias='int_latest_records') }}
 
 -- Each customer's latest record; what the feature mart is built from.
 {{ latest_records(ref('int_swiss_bank__customer_history')) }}
