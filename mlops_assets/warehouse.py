@@ -97,6 +97,20 @@ def bounded_memory(connection: duckdb.DuckDBPyConnection, limit: str | None = No
 
 _UNITS = {"bytes": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
+# What a run may keep of the tables it wrote or read, for its later steps (defs/io_managers.py).
+RUN_MEMORY_LIMIT_VARIABLE = "MLOPS_RUN_MEMORY_LIMIT"
+_SIZE_UNITS = {**_UNITS, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+
+
+def size_in_bytes(text: str, variable: str) -> int:
+    """`1GB`, `512MB`, `2.5GiB` or `0` in bytes (GB = 10^9 as DuckDB reads it, GiB = 2^30); a clear
+    error naming `variable` (where the value came from) otherwise."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    unit = (match.group(2) or "b").lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise ValueError(f"{variable}={text!r}: expected a size such as 1GB or 512MB")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+
 
 def memory_limit_bytes(connection: duckdb.DuckDBPyConnection) -> int:
     """DuckDB's memory limit in force, in bytes (it reports e.g. `953.6 MiB` for 1GB)."""

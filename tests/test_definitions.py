@@ -1,9 +1,12 @@
 import dataclasses
 
 import dagster as dg
+import pytest
 from conftest import make_harness
 
 from mlops_assets.definitions import defs
+from mlops_assets.defs.resources import build_resources
+from mlops_assets.settings import Settings
 
 
 def test_definitions_load_with_the_caravan_graph():
@@ -130,3 +133,17 @@ def test_schedules_and_sensors_skip_with_a_reason_until_the_use_case_has_a_champ
             assert len(result.run_requests) == 1 and result.skip_message is None
         requests, _, _ = harness.tick("swiss_bank_incoming_files", None)
         assert [request.job_name for request in requests] == ["swiss_bank_batch"]
+
+
+def test_what_a_run_keeps_in_memory_comes_from_the_environment(tmp_path, monkeypatch):
+    """MLOPS_RUN_MEMORY_LIMIT sets the warehouse IO manager's budget for the tables a run keeps
+    (default 1 GiB); a value that is not a size stops the definitions with a message naming it."""
+    settings = Settings.under(tmp_path)
+    assert build_resources(settings)["io_manager"].run_memory_bytes == 2**30
+    monkeypatch.setenv("MLOPS_RUN_MEMORY_LIMIT", "512MB")
+    assert build_resources(settings)["io_manager"].run_memory_bytes == 512 * 10**6
+    monkeypatch.setenv("MLOPS_RUN_MEMORY_LIMIT", "0")
+    assert build_resources(settings)["io_manager"].run_memory_bytes == 0
+    monkeypatch.setenv("MLOPS_RUN_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="MLOPS_RUN_MEMORY_LIMIT='lots': expected a size"):
+        build_resources(settings)

@@ -158,7 +158,8 @@ class WarehouseIOManager(DuckDBPandasIOManager):
         ge=0,
         description=(
             "Memory for tables a run has written or read, handed to its later steps instead of reading "
-            "DuckDB again (pandas' column bytes; 0 reads every input from DuckDB)."
+            "DuckDB again (pandas' column bytes; 0 reads every input from DuckDB). The platform sets it "
+            "from MLOPS_RUN_MEMORY_LIMIT."
         ),
     )
 

@@ -16,6 +16,7 @@ from mlops_assets.defs.io_managers import ModelArtifactIOManager, Warehouse, War
 from mlops_assets.publishing import PreparedPublication, prepare_publication, publish_tables
 from mlops_assets.registry import record_alert
 from mlops_assets.settings import DBT_PROJECT_DIR, Settings
+from mlops_assets.warehouse import RUN_MEMORY_LIMIT_VARIABLE, size_in_bytes
 
 # Steps that open the warehouse file share this pool; dagster_home/dagster.yaml limits it to one
 # step at a time, because DuckDB allows a single writing process per file.
@@ -47,7 +48,12 @@ def build_resources(settings: Settings) -> dict:
     warehouse = Warehouse(database=str(settings.duckdb_path))
     return {
         "warehouse": warehouse,
-        "io_manager": WarehouseIOManager(database=str(settings.duckdb_path)),
+        "io_manager": WarehouseIOManager(
+            database=str(settings.duckdb_path),
+            run_memory_bytes=size_in_bytes(
+                os.environ.get(RUN_MEMORY_LIMIT_VARIABLE, "1GiB"), RUN_MEMORY_LIMIT_VARIABLE
+            ),
+        ),
         "model_io_manager": ModelArtifactIOManager(warehouse=warehouse),
         "publisher": ScorePublisher(published_dir=str(settings.published_dir)),
         "incoming": IncomingFolder(path=str(settings.incoming_dir)),
