@@ -117,6 +117,7 @@ def _execute(args: argparse.Namespace, job_name: str, run_config: dict, tags: di
     from mlops_assets.run_console import EXIT_BUSY, Progress, RunSummary, collect_events, finish_summary, output_to_log
     from mlops_assets.run_guard import HOST_TAG, UseCaseBusyError, recover_abandoned_runs, use_case_lock
     from mlops_assets.settings import Settings
+    from mlops_assets.warehouse import ConfigurationError
 
     started = time.perf_counter()
     settings = Settings.from_env()
@@ -172,6 +173,9 @@ def _execute(args: argparse.Namespace, job_name: str, run_config: dict, tags: di
     except UseCaseBusyError as error:
         print(f"Refused: {error}. Run again without --no-wait to queue behind it.", file=sys.stderr)
         return EXIT_BUSY
+    except ConfigurationError as error:
+        print(f"Not run: {error}", file=sys.stderr)
+        return 1
     summary.succeeded = result.success
     collect_events(summary, result.all_events)
     finish_summary(summary, settings.published_dir / f"{use_case}.duckdb", settings.duckdb_path)

@@ -38,6 +38,10 @@ def table_exists(connection: duckdb.DuckDBPyConnection, schema: str, table: str,
     )
 
 
+class ConfigurationError(ValueError):
+    """A setting from the environment that the platform cannot use; the message names it."""
+
+
 class WarehouseLockedError(RuntimeError):
     pass
 
@@ -108,7 +112,7 @@ def size_in_bytes(text: str, variable: str) -> int:
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
     unit = (match.group(2) or "b").lower() if match else ""
     if not match or unit not in _SIZE_UNITS:
-        raise ValueError(f"{variable}={text!r}: expected a size such as 1GB or 512MB")
+        raise ConfigurationError(f"{variable}={text!r}: expected a size such as 1GB or 512MB")
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 

@@ -1,6 +1,10 @@
 """The command's summary and exit status come from the facts (the published file, the events)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pandas as pd
 
@@ -12,6 +16,7 @@ from mlops_assets.run_console import (
     RunSummary,
     finish_summary,
 )
+from mlops_assets.settings import PROJECT_ROOT
 
 
 def _publish(path, run_id):
@@ -57,3 +62,26 @@ def test_failed_checks_and_failed_runs_are_not_success(tmp_path):
     rejected = RunSummary("reject", "caravan", "caravan_model_approval", "r", True, False)
     finish_summary(rejected, published, tmp_path / "none.duckdb")
     assert rejected.exit_code() == EXIT_OK  # a rejection publishes nothing, and says nothing about it
+
+
+def test_a_setting_that_is_not_usable_stops_the_command_with_one_line_naming_it(tmp_path):
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", dagster_home / "dagster.yaml")
+    environment = {
+        **os.environ,
+        "MLOPS_HOME": str(tmp_path / "var"),
+        "DAGSTER_HOME": str(dagster_home),
+        "MLOPS_RUN_MEMORY_LIMIT": "lots",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "mlops_assets.cli", "run"],
+        cwd=PROJECT_ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert "Not run: MLOPS_RUN_MEMORY_LIMIT='lots': expected a size such as 1GB or 512MB" in done.stderr
+    assert "Traceback" not in done.stderr and "Published" not in done.stdout
