@@ -103,17 +103,20 @@ _UNITS = {"bytes": 1, "b": 1, "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib"
 
 # What a run may keep of the tables it wrote or read, for its later steps (defs/io_managers.py).
 RUN_MEMORY_LIMIT_VARIABLE = "MLOPS_RUN_MEMORY_LIMIT"
+# A size as DuckDB reads it (GB = 10^9, GiB = 2^30); the one grammar of the memory settings.
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", flags=re.IGNORECASE)
 _SIZE_UNITS = {**_UNITS, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
 
 
 def size_in_bytes(text: str, variable: str) -> int:
-    """`1GB`, `512MB`, `2.5GiB` or `0` in bytes (GB = 10^9 as DuckDB reads it, GiB = 2^30); a clear
-    error naming `variable` (where the value came from) otherwise."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
-    unit = (match.group(2) or "b").lower() if match else ""
-    if not match or unit not in _SIZE_UNITS:
+    """`1GB`, `512MB`, `2.5GiB` or `0` in bytes; a clear error naming `variable` (where the value came
+    from) otherwise."""
+    if text.strip() == "0":
+        return 0
+    match = _SIZE.fullmatch(text)
+    if not match:
         raise ConfigurationError(f"{variable}={text!r}: expected a size such as 1GB or 512MB")
-    return int(float(match.group(1)) * _SIZE_UNITS[unit])
+    return int(float(match.group(1)) * _SIZE_UNITS[match.group(2).lower()])
 
 
 def memory_limit_bytes(connection: duckdb.DuckDBPyConnection) -> int:
@@ -127,8 +130,8 @@ def memory_limit_bytes(connection: duckdb.DuckDBPyConnection) -> int:
 
 def _checked_size(text: str) -> str:
     """`1GB`, `512MB`, `2.5 GiB`: a size DuckDB understands, never SQL (the value comes from the environment)."""
-    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*", text, flags=re.IGNORECASE):
-        raise ValueError(f"MLOPS_LOAD_MEMORY_LIMIT={text!r}: expected a size such as 1GB or 512MB")
+    if not _SIZE.fullmatch(text):
+        raise ConfigurationError(f"{LOAD_MEMORY_LIMIT_VARIABLE}={text!r}: expected a size such as 1GB or 512MB")
     return text.strip()
 
 
